@@ -1,0 +1,41 @@
+"""The Python entry points: a whole run in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ingest import corpus_from_texts, read_corpus
+from .pipeline import Pipeline, Settings
+from .results import RunResult, load_run
+from .store import Database
+
+DEFAULT_DB = "textclust.db"
+
+
+def run(
+    path: str | Path,
+    goal: str,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    db: str | Path | Database = DEFAULT_DB,
+    progress: bool | None = False,
+    **settings,
+) -> RunResult:
+    """Cluster the texts of a file for ``goal``; settings are those of :class:`Settings`."""
+    corpus = read_corpus(path, text_column=text_column, id_column=id_column)
+    return _run(corpus, goal, db, progress, settings)
+
+
+def run_texts(texts: list[str], goal: str, *, db: str | Path | Database = DEFAULT_DB,
+              progress: bool | None = False, **settings) -> RunResult:
+    """Cluster an in-memory list of strings for ``goal``."""
+    return _run(corpus_from_texts(list(texts)), goal, db, progress, settings)
+
+
+def _run(corpus, goal, db, progress, settings) -> RunResult:
+    options = Settings(**settings)
+    options.validate(corpus.n_texts)  # before the database is touched
+    database = db if isinstance(db, Database) else Database(db)
+    run_id = Pipeline(database, options, progress=progress).run(corpus, goal)
+    return load_run(database, run_id)

@@ -1,0 +1,265 @@
+"""The command line: a thin click layer over the importable core.
+
+User-facing problems (:class:`TextclustError`) print one line on stderr and exit 2;
+nothing the user types should ever show a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from .errors import TextclustError
+
+DB_OPTION = click.option(
+    "--db",
+    "db_path",
+    default=lambda: os.environ.get("TEXTCLUST_DB", "textclust.db"),
+    show_default="textclust.db or $TEXTCLUST_DB",
+    help="SQLite database that records corpora, runs and results.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+class CliError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"textclust: error: {self.message}", err=True)
+
+
+def user_errors(command):
+    """Turn TextclustError (and stray bugs) into one line on stderr, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TextclustError as err:
+            raise CliError(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("textclust: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as err:  # a bug: still one line, the traceback on request
+            if os.environ.get("TEXTCLUST_DEBUG"):
+                raise
+            raise CliError(f"internal error: {type(err).__name__}: {err} (set TEXTCLUST_DEBUG=1 for details)") from None
+
+    return wrapper
+
+
+def run_options(command):
+    """Options shared by `run` and `eval`: what changes a run's result."""
+    options = [
+        click.option("--goal", required=True, help="What the clusters should be about, in plain language."),
+        click.option("--text-column", help="Column holding the text (default: the only text-like column)."),
+        click.option("--id-column", help="Column holding a row id, kept in exports."),
+        click.option("--format", "input_format", type=click.Choice(["csv", "tsv", "jsonl", "json", "txt", "parquet"]),
+                     help="Input format (default: from the file extension)."),
+        click.option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
+        click.option("--clusterer", type=click.Choice(["auto", "hdbscan", "kmeans"]), default="auto",
+                      show_default=True, help="auto = k-means when --k is given, else HDBSCAN."),
+        click.option("--reduction", type=click.Choice(["umap", "pca", "none"]), default="umap", show_default=True,
+                     help="Dimensionality reduction before clustering."),
+        click.option("--n-components", type=int, default=5, show_default=True, help="Dimensions after reduction."),
+        click.option("--min-cluster-size", type=int, help="HDBSCAN's smallest cluster (default: max(10, 1% of texts))."),
+        click.option("--embedding-model", default="all-MiniLM-L6-v2", show_default=True,
+                     help="sentence-transformers model name or local folder."),
+        click.option("--rounds", type=int, default=2, show_default=True,
+                     help="Propose/assign/select rounds; later rounds explain what is still uncovered."),
+        click.option("--min-share", type=float, default=0.01, show_default=True,
+                     help="Automatic K: the least share of texts an explanation must add to be kept."),
+        click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _settings(kwargs: dict):
+    from .pipeline import Settings
+
+    return Settings(
+        k=kwargs["k"],
+        clusterer=kwargs["clusterer"],
+        reduction=kwargs["reduction"],
+        n_components=kwargs["n_components"],
+        min_cluster_size=kwargs["min_cluster_size"],
+        embedding_model=kwargs["embedding_model"],
+        rounds=kwargs["rounds"],
+        min_share=kwargs["min_share"],
+        random_state=kwargs["random_state"],
+    )
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="textclust")
+def cli():
+    """Goal-driven, explainable text clustering.
+
+    Give textclust a file of texts and a goal ("why is the customer unhappy?"); it
+    returns clusters, each with a plain-language explanation of which texts belong.
+    """
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@run_options
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def run(input_path, db_path, as_json, **kwargs):
+    """Cluster the texts in INPUT (CSV, TSV, JSONL, JSON, TXT or Parquet) for a goal."""
+    from .ingest import read_corpus
+    from .pipeline import Pipeline
+    from .report import print_summary
+    from .results import load_run
+    from .store import Database
+
+    corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"])
+    settings = _settings(kwargs)
+    settings.validate(corpus.n_texts)  # before the database is touched
+    db = Database(db_path)
+    _log(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
+         f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
+    run_id = Pipeline(db, settings, log=_log).run(corpus, kwargs["goal"])
+    result = load_run(db, run_id, include_rows=False)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(include_rows=False), indent=2, default=str))
+    else:
+        print_summary(result)
+
+
+@cli.command()
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def runs(db_path, as_json):
+    """List the runs stored in the database."""
+    db = _existing_db(db_path)
+    rows = [
+        {
+            "id": run.id,
+            "created_at": run.created_at.isoformat(timespec="seconds"),
+            "status": run.status,
+            "corpus": corpus.name,
+            "n_texts": corpus.n_texts,
+            "goal": run.goal,
+            "explainer": run.explainer,
+            "n_selected": (run.stats or {}).get("n_selected"),
+            "coverage": (run.stats or {}).get("coverage"),
+        }
+        for run, corpus in db.list_runs()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no runs in {db_path}")
+    else:
+        from .report import print_run_list
+
+        print_run_list(rows)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def show(run_id, db_path, as_json):
+    """Show the explanations and counts of one run."""
+    from .report import print_summary
+    from .results import load_run
+
+    result = load_run(_existing_db(db_path), run_id, include_rows=False)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(include_rows=False), indent=2, default=str))
+    else:
+        print_summary(result)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "md"]), default="csv", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@DB_OPTION
+@user_errors
+def export(run_id, fmt, output, db_path):
+    """Write one row per input row with its cluster and explanation (CSV, JSON or Markdown)."""
+    from .report import export_run
+    from .results import load_run
+
+    result = load_run(_existing_db(db_path), run_id)
+    export_run(result, fmt, output)
+    _log(f"wrote {len(result.rows)} rows of run {run_id} to {output}")
+
+
+@cli.command(name="eval")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--label-column", required=True, help="Column with the gold category of each text.")
+@run_options
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def eval_command(input_path, label_column, db_path, as_json, **kwargs):
+    """Run (or reuse) the pipeline on INPUT and score it against a gold label column."""
+    from .evaluate import score_partition
+    from .ingest import normalize_text, read_corpus
+    from .pipeline import Pipeline
+    from .results import load_run
+    from .store import Database
+
+    corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], (label_column,),
+                         format=kwargs["input_format"])
+    settings = _settings(kwargs)
+    settings.validate(corpus.n_texts)
+    db = Database(db_path)
+    corpus_id = db.save_corpus(corpus)
+    run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), settings.to_dict())
+    if run_id is None:
+        run_id = Pipeline(db, settings, log=_log).run(corpus, kwargs["goal"])
+    else:
+        _log(f"reusing complete run {run_id} with the same corpus, goal and settings")
+    result = load_run(db, run_id)
+    gold, predicted = [], []
+    for row, label in zip(result.rows, corpus.extra[label_column]):
+        if row["status"] == "empty" or not normalize_text(label):
+            continue
+        gold.append(normalize_text(label))
+        predicted.append(row["explanation_id"] if row["explanation_id"] is not None else -1)
+    scores = score_partition(gold, predicted).to_dict()
+    scores["run_id"] = run_id
+    if as_json:
+        click.echo(json.dumps(scores, indent=2))
+    else:
+        click.echo(f"run {run_id}: {scores['n']} labelled texts, {len(set(gold))} gold classes, "
+                   f"{scores['n_clusters']} clusters")
+        click.echo(f"ACC {scores['acc']:.3f}  NMI {scores['nmi']:.3f}  ARI {scores['ari']:.3f}  "
+                   f"coverage {scores['coverage']:.3f}")
+
+
+def _existing_db(path: str):
+    """Open a database that must already exist (reading commands never create one)."""
+    from .store import Database
+
+    if not os.path.exists(path):
+        raise TextclustError(f"--db {path}: no such database (run `textclust run` first)")
+    return Database(path)
+
+
+def main() -> None:
+    cli(prog_name="textclust")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Propose → assign → select, repeated on what is left uncovered.
+
+This loop is the GoalEx method's skeleton; the proposer is pluggable. Offline, it
+proposes extractive explanations from clusters; round r > 1 re-clusters only the
+texts no selected explanation covers, proposes for those, and re-selects among all
+candidates. It stops when the rounds run out or coverage stops improving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cluster import NOISE, EmbeddingClusterer, default_min_cluster_size
+from .assign import Assignment, assign
+from .candidates import Candidate
+from .propose_offline import propose_extractive
+from .select import SelectionResult, select_explanations
+
+EXPLAINER_OFFLINE = "offline-extractive"
+OFFLINE_NOTICE = (
+    "No language model was configured: explanations are extractive (distinctive words of each "
+    "cluster) and texts are assigned by embedding similarity; the goal is recorded but not interpreted."
+)
+# Coverage must rise by at least this much for another round to be kept.
+MIN_COVERAGE_GAIN = 0.005
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    labels: np.ndarray  # clustering of this round, over all texts (-1: noise or not clustered)
+    n_candidates: int
+    selection: SelectionResult
+
+
+@dataclass
+class Explanation:
+    """Outcome of the loop: all candidates, their matches, and the chosen ones."""
+
+    candidates: list[Candidate]
+    assignment: Assignment
+    selection: SelectionResult
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    @property
+    def selected(self) -> list[int]:
+        return self.selection.chosen
+
+    def primary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per text: index of its best-scoring matching selected candidate (-1 = uncovered),
+        that score (NaN when uncovered), and how many selected candidates it matches."""
+        n = self.assignment.scores.shape[0]
+        if not self.selected:
+            return np.full(n, -1), np.full(n, np.nan), np.zeros(n, dtype=int)
+        sel = np.array(self.selected)
+        scores = self.assignment.scores[:, sel]
+        matches = self.assignment.matches[:, sel]
+        masked = np.where(matches, scores, -np.inf)
+        best = masked.argmax(axis=1)
+        covered = matches.any(axis=1)
+        index = np.where(covered, sel[best], -1)
+        score = np.where(covered, scores[np.arange(n), best], np.nan)
+        return index, score, matches.sum(axis=1)
+
+
+class OfflineExplainer:
+    """Runs the loop with the extractive proposer (no language model)."""
+
+    name = EXPLAINER_OFFLINE
+
+    def __init__(
+        self,
+        rounds: int = 2,
+        k: int | None = None,
+        min_share: float = 0.01,
+        lambda_miss: float = 1.0,
+        lambda_overlap: float = 0.5,
+        clusterer: EmbeddingClusterer | None = None,
+    ):
+        self.rounds = rounds
+        self.k = k
+        self.min_share = min_share
+        self.lambda_miss = lambda_miss
+        self.lambda_overlap = lambda_overlap
+        self.clusterer = clusterer or EmbeddingClusterer()
+
+    def explain(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray) -> Explanation:
+        candidates = propose_extractive(X, texts, labels, round=1)
+        result = self._assign_and_select(X, candidates, weights)
+        result.rounds.append(RoundRecord(1, labels, len(candidates), result.selection))
+        for round_number in range(2, self.rounds + 1):
+            uncovered = ~result.assignment.matches[:, result.selected].any(axis=1)
+            round_labels = self._recluster(X, uncovered)
+            if round_labels is None:
+                break
+            # Known negatives for calibration: texts already explained, by their explanation.
+            primary, _, _ = result.primary()
+            calibration = np.where(uncovered, round_labels, np.where(primary >= 0, 1_000_000 + primary, NOISE))
+            new = propose_extractive(X, texts, round_labels, round=round_number, calibration_labels=calibration)
+            if not new:
+                break
+            attempt = self._assign_and_select(X, candidates + new, weights)
+            if attempt.selection.coverage < result.selection.coverage + MIN_COVERAGE_GAIN:
+                break
+            candidates = candidates + new
+            attempt.rounds = result.rounds + [RoundRecord(round_number, round_labels, len(new), attempt.selection)]
+            result = attempt
+        return result
+
+    def _assign_and_select(self, X, candidates: list[Candidate], weights) -> Explanation:
+        assignment = assign(X, candidates)
+        selection = select_explanations(
+            assignment.matches,
+            k=self.k,
+            cost=None if self.k else self.min_share * weights.sum() * self.lambda_miss,
+            weights=weights,
+            lambda_miss=self.lambda_miss,
+            lambda_overlap=self.lambda_overlap,
+        )
+        return Explanation(candidates=candidates, assignment=assignment, selection=selection)
+
+    def _recluster(self, X: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
+        """HDBSCAN on the ``subset`` texts alone; labels over all texts (-1 outside the subset).
+
+        Later rounds always use HDBSCAN (they look for whatever groups are left, however
+        many) with the first round's reduction, and keep the whole corpus's minimum
+        cluster size so that leftovers are not split into crumbs.
+        """
+        size = self.clusterer.min_cluster_size or default_min_cluster_size(len(X))
+        if subset.sum() < 2 * size:
+            return None
+        settings = {k: v for k, v in vars(self.clusterer).items() if not k.endswith("_")}
+        settings.update(algorithm="hdbscan", k=None, min_cluster_size=size)
+        fitted = EmbeddingClusterer(**settings).fit(X[subset])
+        if not (fitted.labels_ != NOISE).any():
+            return None
+        labels = np.full(len(X), NOISE)
+        labels[subset] = fitted.labels_
+        return labels

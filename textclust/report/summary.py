@@ -1,0 +1,80 @@
+"""Terminal output: rich tables (colour on a terminal, plain text when piped)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..results import RunResult
+
+EXAMPLE_CHARS = 90
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=None)
+
+
+def _clip(text: str, limit: int = EXAMPLE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    console = console or _console()
+    stats, corpus = result.stats, result.corpus
+    console.print(f"[bold]Run {result.run_id}[/bold] · {corpus['name']} · status {result.status}")
+    console.print(f"Goal: {result.goal}", markup=False)
+    if result.status != "complete":
+        if result.error:
+            console.print(f"Error: {result.error}", markup=False)
+        return
+    console.print(
+        f"{corpus['n_rows']} rows → {corpus['n_texts']} distinct texts "
+        f"({corpus['n_empty']} empty, {corpus['n_duplicate_rows']} duplicate rows)"
+    )
+    if result.notice:
+        console.print(f"[yellow]Note:[/yellow] {result.notice}")
+    table = Table(show_lines=True, title="Explanations")
+    table.add_column("#", justify="right")
+    table.add_column("explanation")
+    table.add_column("size", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("examples")
+    for i, c in enumerate(result.clusters, start=1):
+        examples = "\n".join(f"• {_clip(e)}" for e in c.examples)
+        table.add_row(str(i), f"[bold]{_escape(c.name)}[/bold]\n{_escape(c.explanation)}", str(c.size),
+                      f"{c.share:.1%}", _escape(examples))
+    console.print(table)
+    non_empty = corpus["n_rows"] - corpus["n_empty"]
+    console.print(
+        f"Covered {non_empty - stats['n_uncovered']} of {non_empty} texts ({stats['coverage']:.1%}); "
+        f"uncovered (fit no explanation): {stats['n_uncovered']}; "
+        f"in more than one explanation: {stats['n_multi']}; "
+        f"unclustered by {result.settings.get('clusterer')} clustering: {stats['n_unclustered']}"
+    )
+    console.print(
+        f"{stats['n_selected']} explanations selected from {stats['n_candidates']} candidates in "
+        f"{stats['rounds_used']} round(s); embeddings {stats['embeddings_computed']} computed, "
+        f"{stats['embeddings_cached']} cached; time "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    )
+
+
+def print_run_list(rows: list[dict], console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title="Runs")
+    for column in ("id", "created", "status", "corpus", "texts", "goal", "explanations", "coverage"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["created_at"], r["status"], _escape(r["corpus"]), str(r["n_texts"]),
+            _escape(_clip(r["goal"], 60)), "" if r["n_selected"] is None else str(r["n_selected"]),
+            "" if r["coverage"] is None else f"{r['coverage']:.1%}",
+        )
+    console.print(table)
+
+
+def _escape(text: str) -> str:
+    """Corpus text must print as itself, never as rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
