@@ -35,7 +35,7 @@ def run_texts(texts: list[str], goal: str, *, db: str | Path | Database = DEFAUL
 
 def _run(corpus, goal, db, progress, settings) -> RunResult:
     options = Settings(**settings)
-    options.validate(corpus.n_texts)  # before the database is touched
+    options.validate(corpus.n_texts, goal)  # before the database is touched
     database = db if isinstance(db, Database) else Database(db)
     run_id = Pipeline(database, options, progress=progress).run(corpus, goal)
     return load_run(database, run_id)

@@ -128,7 +128,7 @@ def run(input_path, db_path, as_json, **kwargs):
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"])
     settings = _settings(kwargs)
-    settings.validate(corpus.n_texts)  # before the database is touched
+    settings.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
     _log(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
@@ -222,7 +222,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], (label_column,),
                          format=kwargs["input_format"])
     settings = _settings(kwargs)
-    settings.validate(corpus.n_texts)
+    settings.validate(corpus.n_texts, kwargs["goal"])
     db = Database(db_path)
     corpus_id = db.save_corpus(corpus)
     run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), settings.to_dict())

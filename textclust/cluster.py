@@ -65,6 +65,10 @@ class EmbeddingClusterer:
             raise SettingsError(f"unknown clusterer '{self.algorithm}'; choose one of {', '.join(ALGORITHMS)}")
         if self.reduction not in REDUCTIONS:
             raise SettingsError(f"unknown reduction '{self.reduction}'; choose one of {', '.join(REDUCTIONS)}")
+        if self.n_components < 1:
+            raise SettingsError(f"n_components must be at least 1 (got {self.n_components})")
+        if self.min_cluster_size is not None and self.min_cluster_size < 2:
+            raise SettingsError(f"min_cluster_size must be at least 2 (got {self.min_cluster_size})")
         n = X.shape[0]
         if self.algorithm == "kmeans":
             if not self.k or self.k < 1:

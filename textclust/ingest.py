@@ -11,6 +11,7 @@ never changes stored data.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import json
@@ -212,8 +213,10 @@ def _read_bytes(path: Path) -> bytes:
 def _decode(path: Path, data: bytes) -> str:
     if b"\x00" in data[:8192]:
         raise InputError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise InputError(
@@ -232,7 +235,16 @@ def _read_frame(path: Path, fmt: str) -> pd.DataFrame:
         return _read_jsonl(path, text)
     if fmt == "json":
         return _read_json(path, text)
-    return pd.DataFrame({"text": text.splitlines()})
+    return pd.DataFrame({"text": _lines(text)})
+
+
+def _lines(text: str) -> list[str]:
+    """Split on line ends only (str.splitlines also splits on U+2028, form feeds…,
+    which may legitimately appear inside a text or a JSON string)."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline ends the last line; it does not start a new one
+    return lines
 
 
 def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
@@ -248,7 +260,7 @@ def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -291,9 +303,9 @@ def _is_text_like(series: pd.Series) -> bool:
     non_numeric = [v for v in values if not _looks_numeric(v)]
     if len(non_numeric) < 0.5 * len(values):
         return False
+    # Ids ("T0001") and labels ("refund") are single words; free text has several.
     mean_words = sum(len(v.split()) for v in non_numeric) / len(non_numeric)
-    distinct_share = len(set(non_numeric)) / len(non_numeric)
-    return mean_words >= 3 or (distinct_share > 0.5 and len(non_numeric) > 1)
+    return mean_words >= 2
 
 
 def _looks_numeric(value: str) -> bool:
@@ -312,6 +324,8 @@ def _choose_text_column(frame: pd.DataFrame, requested: str | None, path: Path) 
         return requested
     if len(columns) == 1:
         return columns[0]
+    if "text" in columns:  # an explicit "text" column wins, even when it is all empty
+        return "text"
     candidates = [c for c in columns if _is_text_like(frame[c])]
     if len(candidates) == 1:
         return candidates[0]

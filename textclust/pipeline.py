@@ -49,7 +49,10 @@ class Settings:
     lambda_overlap: float = 0.5
     random_state: int = 0
 
-    def validate(self, n_texts: int) -> None:
+    def validate(self, n_texts: int, goal: str | None = None) -> None:
+        """Reject impossible settings before anything is stored."""
+        if goal is not None and not goal.strip():
+            raise SettingsError("--goal must not be empty")
         if self.k is not None:
             if self.k < 1:
                 raise SettingsError(f"--k must be at least 1 (got {self.k})")
@@ -61,6 +64,12 @@ class Settings:
             raise SettingsError("--clusterer kmeans needs --k")
         if self.rounds < 1:
             raise SettingsError("--rounds must be at least 1")
+        if self.min_cluster_size is not None and self.min_cluster_size < 2:
+            raise SettingsError(f"--min-cluster-size must be at least 2 (got {self.min_cluster_size})")
+        if self.n_components < 1:
+            raise SettingsError(f"--n-components must be at least 1 (got {self.n_components})")
+        if not 0 <= self.min_share < 1:
+            raise SettingsError(f"--min-share must be between 0 and 1 (got {self.min_share})")
         if n_texts < 2:
             raise SettingsError("the input has only one distinct text; clustering needs at least two")
 
@@ -97,9 +106,7 @@ class Pipeline:
     def run(self, corpus: Corpus, goal: str) -> int:
         """Run every stage; returns the run id. On failure the run is marked failed."""
         s = self.settings
-        s.validate(corpus.n_texts)
-        if not goal or not goal.strip():
-            raise SettingsError("--goal must not be empty")
+        s.validate(corpus.n_texts, goal)
         corpus_id = self.db.save_corpus(corpus)
         run_id = self.db.start_run(corpus_id, goal.strip(), OfflineExplainer.name, s.to_dict(), _versions())
         try:

@@ -123,7 +123,7 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
                 select(TextRow.id, TextRow.text).join(TextResult, TextResult.text_id == TextRow.id).where(
                     TextResult.run_id == run_id
                 )
-            ).tuples().all()
+            ).all()
         )
         secondary = _secondary_matches(s, run_id, explanations)
         input_rows = s.scalars(
@@ -163,7 +163,7 @@ def _secondary_matches(session, run_id: int, explanations: dict) -> dict:
     primary = dict(
         session.execute(select(TextResult.text_id, TextResult.explanation_id).where(
             TextResult.run_id == run_id, TextResult.n_explanations > 1
-        )).tuples().all()
+        )).all()
     )
     if not primary:
         return {}

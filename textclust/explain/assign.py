@@ -3,8 +3,12 @@
 Offline, a text's score for a candidate is the cosine similarity between the text's
 embedding and the candidate's vector. Each candidate gets its own threshold,
 calibrated on the texts whose membership is known (its source cluster are
-positives, texts of other clusters negatives): the cut that maximises F1. A text
-matches every candidate whose threshold it reaches, so it may match several or none.
+positives, texts of other clusters negatives): the cut that maximises F-beta
+(beta 2 by default: a missed member costs more than a stray one). A text matches
+every candidate whose threshold it reaches *and* whose score is within ``margin``
+of the text's best score, so it may match several (near-ties) or none. The margin
+keeps one broad candidate from matching everything, which would otherwise let the
+selection program collapse to a single explanation (measured: see README).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ class Assignment:
     matches: np.ndarray  # bool, scores >= thresholds
 
 
-def calibrate_threshold(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
-    """The score cut that best separates known positives from known negatives (max F1)."""
+def calibrate_threshold(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray, beta: float = 1.0) -> float:
+    """The score cut that best separates known positives from known negatives (max F-beta;
+    beta > 1 weighs recall higher)."""
     pos, neg = scores[positive], scores[negative]
     if len(pos) == 0:
         return DEFAULT_THRESHOLD
@@ -38,11 +43,12 @@ def calibrate_threshold(scores: np.ndarray, positive: np.ndarray, negative: np.n
     pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
     tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
     fp = len(neg) - np.searchsorted(neg_sorted, candidates, side="left")
-    f1 = 2 * tp / (2 * tp + fp + (len(pos) - tp))
-    return float(candidates[int(np.argmax(f1))])
+    b2 = beta * beta
+    f_beta = (1 + b2) * tp / ((1 + b2) * tp + fp + b2 * (len(pos) - tp))
+    return float(candidates[int(np.argmax(f_beta))])
 
 
-def assign(X: np.ndarray, candidates: list[Candidate]) -> Assignment:
+def assign(X: np.ndarray, candidates: list[Candidate], beta: float = 1.0, margin: float | None = None) -> Assignment:
     vectors = np.vstack([c.vector for c in candidates]).astype(np.float32)
     scores = X @ vectors.T
     thresholds = np.empty(len(candidates), dtype=np.float64)
@@ -53,5 +59,8 @@ def assign(X: np.ndarray, candidates: list[Candidate]) -> Assignment:
         labels = cand.calibration_labels
         positive = labels == cand.source_cluster
         negative = (labels != cand.source_cluster) & (labels != -1)
-        thresholds[j] = calibrate_threshold(scores[:, j], positive, negative)
-    return Assignment(scores=scores, thresholds=thresholds, matches=scores >= thresholds[None, :])
+        thresholds[j] = calibrate_threshold(scores[:, j], positive, negative, beta)
+    matches = scores >= thresholds[None, :]
+    if margin is not None:
+        matches &= scores >= scores.max(axis=1, keepdims=True) - margin
+    return Assignment(scores=scores, thresholds=thresholds, matches=matches)

@@ -78,7 +78,11 @@ class OfflineExplainer:
         lambda_miss: float = 1.0,
         lambda_overlap: float = 0.5,
         clusterer: EmbeddingClusterer | None = None,
+        beta: float = 2.0,
+        margin: float | None = 0.05,
     ):
+        self.beta = beta
+        self.margin = margin
         self.rounds = rounds
         self.k = k
         self.min_share = min_share
@@ -110,7 +114,7 @@ class OfflineExplainer:
         return result
 
     def _assign_and_select(self, X, candidates: list[Candidate], weights) -> Explanation:
-        assignment = assign(X, candidates)
+        assignment = assign(X, candidates, self.beta, self.margin)
         selection = select_explanations(
             assignment.matches,
             k=self.k,

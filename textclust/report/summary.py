@@ -21,7 +21,7 @@ def _clip(text: str, limit: int = EXAMPLE_CHARS) -> str:
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     console = console or _console()
     stats, corpus = result.stats, result.corpus
-    console.print(f"[bold]Run {result.run_id}[/bold] · {corpus['name']} · status {result.status}")
+    console.print(f"[bold]Run {result.run_id}[/bold] · {_escape(corpus['name'])} · status {result.status}")
     console.print(f"Goal: {result.goal}", markup=False)
     if result.status != "complete":
         if result.error:

@@ -42,6 +42,10 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 migrations.migrate(conn)
+            with self.engine.connect() as conn:
+                # Only now that the file is known to be ours: WAL lets readers work
+                # while a run writes (persistent in the file).
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         except DatabaseError as err:
             raise TextclustError(f"--db {self.path}: not a usable SQLite database ({_short(err)})") from None
 
@@ -177,7 +181,7 @@ class Database:
 
     def list_runs(self) -> list[tuple[Run, CorpusRow]]:
         with self._sessions() as s:
-            return list(s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id)).tuples())
+            return [tuple(row) for row in s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id))]
 
     def get_corpus(self, corpus_id: int) -> CorpusRow:
         with self._sessions() as s:
@@ -200,7 +204,6 @@ def settings_key(corpus_id: int, goal: str, settings: dict) -> str:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
