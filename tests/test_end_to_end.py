@@ -324,14 +324,6 @@ def test_eval_scores_agree_with_the_export(default_eval, exports, gold):
     assert scores["n_clusters"] == len(set(predicted) - {"-1"})
 
 
-@pytest.mark.xfail(
-    reason="BUG: with default settings the sample corpus collapses to ONE explanation covering 100% of the texts "
-    "(NMI 0.0 vs 6 reasons): HDBSCAN on UMAP-5 finds only 2 clusters (account access vs everything else), and "
-    "explain/assign.py calibrate_threshold's max-F1 cut for the 247-text cluster falls to its lowest positive "
-    "score (~0.11), below every negative, so that candidate matches all 305 rows and the selection drops the "
-    "well-separated account-access explanation",
-    strict=True,
-)
 def test_default_settings_beat_the_quality_floor(default_eval):
     result, _, _ = default_eval
     scores = json.loads(result.stdout)

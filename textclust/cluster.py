@@ -35,6 +35,10 @@ class EmbeddingClusterer:
     n_components: dimensions after reduction.
     min_cluster_size, min_samples, cluster_selection_method: HDBSCAN settings
         (min_cluster_size None → :func:`default_min_cluster_size`).
+    max_cluster_share: HDBSCAN's "excess of mass" selection may not return a cluster
+        holding more than this share of the texts. Without it, EOM often keeps the
+        root split (one topic versus "everything else"): on the sample corpus it
+        found 2 clusters for 6 reasons; with 0.5 it finds 8 (see README).
     random_state: seed for UMAP, PCA and k-means.
     """
 
@@ -43,10 +47,11 @@ class EmbeddingClusterer:
         algorithm: str = "hdbscan",
         k: int | None = None,
         reduction: str = "umap",
-        n_components: int = 5,
+        n_components: int = 10,
         min_cluster_size: int | None = None,
         min_samples: int | None = 5,
         cluster_selection_method: str = "eom",
+        max_cluster_share: float | None = 0.5,
         umap_neighbors: int = 15,
         random_state: int = 0,
     ):
@@ -57,6 +62,7 @@ class EmbeddingClusterer:
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
+        self.max_cluster_share = max_cluster_share
         self.umap_neighbors = umap_neighbors
         self.random_state = random_state
 
@@ -93,6 +99,7 @@ class EmbeddingClusterer:
             min_cluster_size=size,
             min_samples=min(self.min_samples, size) if self.min_samples else None,
             cluster_selection_method=self.cluster_selection_method,
+            max_cluster_size=int(self.max_cluster_share * n) if self.max_cluster_share else 0,
             core_dist_n_jobs=1,
         )
         labels = model.fit_predict(Z.astype(np.float64))

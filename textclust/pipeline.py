@@ -39,12 +39,13 @@ class Settings:
     k: int | None = None  # fixed number of explanations; None = automatic
     clusterer: str = "auto"  # auto = k-means when k is given, else hdbscan
     reduction: str = "umap"
-    n_components: int = 5
+    n_components: int = 10
     min_cluster_size: int | None = None  # None = max(10, 1% of texts)
     min_samples: int | None = 5
+    max_cluster_share: float | None = 0.5  # HDBSCAN may not call more than half the texts one cluster
     embedding_model: str = DEFAULT_MODEL
     rounds: int = 2
-    min_share: float = 0.01  # automatic K: an explanation must earn ~1% of the texts
+    min_share: float = 0.005  # automatic K: an explanation must earn ~0.5% of the texts
     lambda_miss: float = 1.0
     lambda_overlap: float = 0.5
     random_state: int = 0
@@ -68,6 +69,8 @@ class Settings:
             raise SettingsError(f"--min-cluster-size must be at least 2 (got {self.min_cluster_size})")
         if self.n_components < 1:
             raise SettingsError(f"--n-components must be at least 1 (got {self.n_components})")
+        if self.max_cluster_share is not None and not 0 < self.max_cluster_share <= 1:
+            raise SettingsError(f"--max-cluster-share must be in (0, 1] (got {self.max_cluster_share})")
         if not 0 <= self.min_share < 1:
             raise SettingsError(f"--min-share must be between 0 and 1 (got {self.min_share})")
         if n_texts < 2:
@@ -137,6 +140,7 @@ class Pipeline:
             n_components=s.n_components,
             min_cluster_size=s.min_cluster_size,
             min_samples=s.min_samples,
+            max_cluster_share=s.max_cluster_share,
             random_state=s.random_state,
         )
         with self._timed("cluster"):
@@ -234,6 +238,7 @@ class Pipeline:
                 "n_texts": corpus.n_texts,
                 "n_empty": corpus.n_empty,
                 "n_duplicate_rows": corpus.n_duplicate_rows,
+                "clusterer": self.settings.algorithm,
                 "n_clusters": len(set(labels.tolist()) - {NOISE}),
                 "n_unclustered": int(weights[labels == NOISE].sum()),
                 "n_candidates": len(explanation.candidates),

@@ -44,9 +44,28 @@ class Explanation:
     selection: SelectionResult
     rounds: list[RoundRecord] = field(default_factory=list)
 
+    margin: float | None = None
+
     @property
     def selected(self) -> list[int]:
         return self.selection.chosen
+
+    def final_matches(self) -> np.ndarray:
+        """Matches once the explanations are chosen: a text fits a selected explanation when it
+        reaches that explanation's threshold and is within ``margin`` of its best *selected*
+        score. (During selection the margin is relative to all candidates; a text whose best
+        candidate was not chosen is then judged against the chosen ones.)"""
+        A = self.assignment
+        final = np.zeros_like(A.matches)
+        sel = np.array(self.selected, dtype=int)
+        if len(sel) == 0:
+            return final
+        scores = A.scores[:, sel]
+        fits = scores >= A.thresholds[sel][None, :]
+        if self.margin is not None:
+            fits &= scores >= scores.max(axis=1, keepdims=True) - self.margin
+        final[:, sel] = fits
+        return final
 
     def primary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per text: index of its best-scoring matching selected candidate (-1 = uncovered),
@@ -56,7 +75,7 @@ class Explanation:
             return np.full(n, -1), np.full(n, np.nan), np.zeros(n, dtype=int)
         sel = np.array(self.selected)
         scores = self.assignment.scores[:, sel]
-        matches = self.assignment.matches[:, sel]
+        matches = self.final_matches()[:, sel]
         masked = np.where(matches, scores, -np.inf)
         best = masked.argmax(axis=1)
         covered = matches.any(axis=1)
@@ -74,7 +93,7 @@ class OfflineExplainer:
         self,
         rounds: int = 2,
         k: int | None = None,
-        min_share: float = 0.01,
+        min_share: float = 0.005,
         lambda_miss: float = 1.0,
         lambda_overlap: float = 0.5,
         clusterer: EmbeddingClusterer | None = None,
@@ -95,7 +114,7 @@ class OfflineExplainer:
         result = self._assign_and_select(X, candidates, weights)
         result.rounds.append(RoundRecord(1, labels, len(candidates), result.selection))
         for round_number in range(2, self.rounds + 1):
-            uncovered = ~result.assignment.matches[:, result.selected].any(axis=1)
+            uncovered = ~result.final_matches().any(axis=1)
             round_labels = self._recluster(X, uncovered)
             if round_labels is None:
                 break
@@ -123,7 +142,7 @@ class OfflineExplainer:
             lambda_miss=self.lambda_miss,
             lambda_overlap=self.lambda_overlap,
         )
-        return Explanation(candidates=candidates, assignment=assignment, selection=selection)
+        return Explanation(candidates=candidates, assignment=assignment, selection=selection, margin=self.margin)
 
     def _recluster(self, X: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
         """HDBSCAN on the ``subset`` texts alone; labels over all texts (-1 outside the subset).

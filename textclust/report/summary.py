@@ -49,7 +49,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         f"Covered {non_empty - stats['n_uncovered']} of {non_empty} texts ({stats['coverage']:.1%}); "
         f"uncovered (fit no explanation): {stats['n_uncovered']}; "
         f"in more than one explanation: {stats['n_multi']}; "
-        f"unclustered by {result.settings.get('clusterer')} clustering: {stats['n_unclustered']}"
+        f"left as noise by {stats.get('clusterer', 'the')} clustering: {stats['n_unclustered']}"
     )
     console.print(
         f"{stats['n_selected']} explanations selected from {stats['n_candidates']} candidates in "
