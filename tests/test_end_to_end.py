@@ -300,7 +300,8 @@ def test_eval_json_keys_and_reuses_the_run(default_eval, sample_run):
     result, db, before = default_eval
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
-    assert set(scores) == {"acc", "nmi", "ari", "coverage", "n", "n_clusters", "run_id"}
+    assert set(scores) == {"acc", "nmi", "ari", "coverage", "n", "n_clusters", "run_id", "explainer"}
+    assert scores["explainer"] == "offline-extractive"
     assert scores["run_id"] == sample_run.run_id
     assert f"reusing complete run {sample_run.run_id}" in result.stderr
     assert table_counts(db) == before, "eval with identical settings must not add a run"

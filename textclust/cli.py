@@ -242,6 +242,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
         predicted.append(row["explanation_id"] if row["explanation_id"] is not None else -1)
     scores = score_partition(gold, predicted).to_dict()
     scores["run_id"] = run_id
+    scores["explainer"] = result.explainer
     if as_json:
         click.echo(json.dumps(scores, indent=2))
     else:
@@ -249,6 +250,8 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
                    f"{scores['n_clusters']} clusters")
         click.echo(f"ACC {scores['acc']:.3f}  NMI {scores['nmi']:.3f}  ARI {scores['ari']:.3f}  "
                    f"coverage {scores['coverage']:.3f}")
+        if result.notice:
+            click.echo(f"Note: {result.notice}")
 
 
 def _existing_db(path: str):

@@ -64,7 +64,7 @@ class RunResult:
         return pd.DataFrame(self.rows, columns=ROW_COLUMNS)
 
     def to_dict(self, include_rows: bool = True) -> dict:
-        data = asdict(self)
+        data = {"notice": self.notice, **asdict(self)}
         if not include_rows:
             data.pop("rows")
         return data
@@ -82,6 +82,7 @@ ROW_COLUMNS = [
     "explanation",
     "score",
     "also_matches",
+    "explained_by",  # how the explanation was produced, e.g. "extractive (no language model configured)"
 ]
 
 
@@ -147,12 +148,19 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
                 "explanation": exp.text if exp else None,
                 "score": None if res is None or res.score is None else round(res.score, 4),
                 "also_matches": "; ".join(secondary.get((r.text_id, exp.id if exp else None), [])),
+                "explained_by": _explained_by(exp) if exp else None,
             }
         )
     result.clusters = _summaries(explanations, rows, results)
     if include_rows:
         result.rows = rows
     return result
+
+
+def _explained_by(explanation: Explanation) -> str:
+    if explanation.source == "extractive":
+        return "extractive (no language model configured)"
+    return explanation.source
 
 
 def _secondary_matches(session, run_id: int, explanations: dict) -> dict:

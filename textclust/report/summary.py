@@ -62,12 +62,12 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
 def print_run_list(rows: list[dict], console: Console | None = None) -> None:
     console = console or _console()
     table = Table(title="Runs")
-    for column in ("id", "created", "status", "corpus", "texts", "goal", "explanations", "coverage"):
-        table.add_column(column)
+    for column in ("id", "created", "status", "corpus", "texts", "goal", "explainer", "explanations", "coverage"):
+        table.add_column(column, no_wrap=column not in ("goal", "corpus", "created"))
     for r in rows:
         table.add_row(
             str(r["id"]), r["created_at"], r["status"], _escape(r["corpus"]), str(r["n_texts"]),
-            _escape(_clip(r["goal"], 60)), "" if r["n_selected"] is None else str(r["n_selected"]),
+            _escape(_clip(r["goal"], 60)), r["explainer"], "" if r["n_selected"] is None else str(r["n_selected"]),
             "" if r["coverage"] is None else f"{r['coverage']:.1%}",
         )
     console.print(table)
