@@ -254,6 +254,54 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
             click.echo(f"Note: {result.notice}")
 
 
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write (report.html, report.md, report.json).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]),
+              help="html: one self-contained file with plots (works offline); md: the same content as Markdown "
+                   "(no map); json: the full structured result. Default: from the file extension, else html.")
+@click.option("--map", "map_reduction", type=click.Choice(["umap", "pca"]), default="umap", show_default=True,
+              help="How the HTML map reduces the embeddings to 2-D.")
+@click.option("--max-points", type=int, default=4000, show_default=True,
+              help="The map shows a random sample of this many texts when there are more.")
+@click.option("--max-listed", type=int, default=200, show_default=True,
+              help="Longest list of uncovered / unclustered / multi-explanation texts written out.")
+@DB_OPTION
+@user_errors
+def report(run_id, output, fmt, map_reduction, max_points, max_listed, db_path):
+    """Write a readable report of one run: HTML with a map and charts, Markdown or JSON."""
+    from .report.html import write_report
+    from .report.model import ReportOptions
+
+    options = ReportOptions(reduction=map_reduction, max_points=max_points, max_listed=max_listed)
+    used = write_report(_existing_db(db_path), run_id, output, fmt, options)
+    _log(f"wrote the {used} report of run {run_id} to {output}")
+
+
+@cli.command()
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the comparison as an HTML file.")
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def compare(run_a, run_b, output, db_path, as_json):
+    """Compare two runs (e.g. one corpus under two goals): contingency table and adjusted mutual information."""
+    from .report.compare import compare_runs, print_comparison, write_compare_html
+
+    data = compare_runs(_existing_db(db_path), run_a, run_b)
+    if output:
+        write_compare_html(data, output)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        print_comparison(data)
+    if output:
+        _log(f"wrote the comparison of runs {run_a} and {run_b} to {output}")
+
+
 def _existing_db(path: str):
     """Open a database that must already exist (reading commands never create one)."""
     from .store import Database

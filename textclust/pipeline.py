@@ -110,6 +110,7 @@ class Pipeline:
         """Run every stage; returns the run id. On failure the run is marked failed."""
         s = self.settings
         s.validate(corpus.n_texts, goal)
+        self.timings = {}
         corpus_id = self.db.save_corpus(corpus)
         run_id = self.db.start_run(corpus_id, goal.strip(), OfflineExplainer.name, s.to_dict(), _versions())
         try:

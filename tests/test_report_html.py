@@ -1,0 +1,461 @@
+"""`textclust report`: the HTML, Markdown and JSON reports, checked against the database.
+
+Expected values are recomputed here with SQL on the stored run (not taken from the
+report code), so a report that shows wrong numbers or texts fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from conftest import FAKE_MODEL, GOAL, make_blobs
+from textclust.explain import OFFLINE_NOTICE
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class Page(HTMLParser):
+    """Tags, attributes and visible text of an HTML page (text inside <script>/<style> kept apart)."""
+
+    def __init__(self, source: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.text_parts: list[str] = []
+        self.scripts: list[str] = []
+        self._raw: str | None = None
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self._raw = tag
+            if tag == "script":
+                self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == self._raw:
+            self._raw = None
+
+    def handle_data(self, data):
+        if self._raw == "script":
+            self.scripts[-1] += data
+        elif self._raw is None:
+            self.text_parts.append(data)
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(self.text_parts).split())
+
+    def count(self, tag: str) -> int:
+        return sum(1 for t, _ in self.tags if t == tag)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def query(db, sql, *args):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def expected_explanations(db, run_id):
+    """Per selected explanation: name, text, size (input rows), terms, top texts by score — straight from SQL."""
+    rows = query(db, """
+        SELECT e.id, e.name, e.text, e.terms,
+               (SELECT count(*) FROM input_rows ir JOIN text_results tr ON tr.text_id = ir.text_id AND tr.run_id = e.run_id
+                 JOIN runs r ON r.id = e.run_id WHERE ir.corpus_id = r.corpus_id AND tr.explanation_id = e.id)
+        FROM explanations e WHERE e.run_id = ? AND e.selected""", run_id)
+    result = []
+    for exp_id, name, text, terms, size in rows:
+        top = query(db, """SELECT t.text FROM text_results tr JOIN texts t ON t.id = tr.text_id
+                           WHERE tr.run_id = ? AND tr.explanation_id = ? ORDER BY tr.score DESC LIMIT 3""",
+                    run_id, exp_id)
+        result.append({"id": exp_id, "name": name, "text": text, "terms": json.loads(terms), "size": size,
+                       "top": [t for (t,) in top]})
+    return result
+
+
+def stored_stats(db, run_id):
+    return json.loads(query(db, "SELECT stats FROM runs WHERE id = ?", run_id)[0][0])
+
+
+# --- the sample run: content -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_reports(sample_run, tmp_path_factory, cli_invoke_module):
+    folder = tmp_path_factory.mktemp("reports")
+    paths = {}
+    for fmt, name in (("html", "report.html"), ("md", "report.md"), ("json", "report.json")):
+        path = folder / name
+        args = ["report", sample_run.run_id, "-o", path, "--db", sample_run.db, "--map", "pca"]
+        if fmt == "md":
+            args += ["--format", "md"]  # html and json: from the file extension
+        result = cli_invoke_module(*args)
+        assert result.exit_code == 0, result.output
+        assert f"wrote the {fmt} report of run {sample_run.run_id} to {path}" in result.stderr
+        paths[fmt] = path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cli_invoke_module():
+    from click.testing import CliRunner
+
+    from textclust.cli import cli
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli, [str(a) for a in args])
+
+
+def test_html_report_is_one_self_contained_file(sample_reports):
+    source = sample_reports["html"].read_text(encoding="utf-8")
+    page = Page(source)
+    assert source.startswith("<!DOCTYPE html>")
+    # Nothing is loaded from anywhere: no external script, stylesheet, font, image or frame.
+    for tag, attrs in page.tags:
+        for key in ("src", "href", "srcset", "data", "action"):
+            value = attrs.get(key)
+            if value is not None:
+                assert value.startswith(("#", "data:")), (tag, key, value)
+        assert tag not in ("link", "iframe", "object", "embed", "img"), tag
+    assert "@import" not in source and "url(http" not in source
+    assert not re.search(r"""<script[^>]+src=""", source)
+    # plotly.js is inlined (the ~4.8 MB bundle), once.
+    assert sum("plotly.js v" in s[:2000] for s in page.scripts) == 1
+    assert "cdn.plot.ly" not in " ".join(t[1].get("src", "") for t in page.tags)
+    # A restrictive content security policy forbids any network access as well.
+    csp = [a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0] and "connect-src 'none'" in csp[0]
+
+
+def test_html_report_shows_run_facts(sample_reports, sample_run):
+    text = Page(sample_reports["html"].read_text(encoding="utf-8")).text
+    stats = stored_stats(sample_run.db, sample_run.run_id)
+    assert f"Goal: {GOAL}" in text
+    assert flat(OFFLINE_NOTICE) in text
+    assert "complaints" in text and "complaints.csv" in text
+    assert "no language model configured" in text
+    assert "all-MiniLM-L6-v2" in text and "offline-extractive" in text
+    assert "input rows 309" in text and "distinct texts 300" in text and "empty rows 4" in text
+    non_empty = 309 - 4
+    assert f"covered {non_empty - stats['n_uncovered']} of {non_empty} ({stats['coverage']:.1%})" in text
+    assert f"uncovered {stats['n_uncovered']} (fit no explanation)" in text
+    assert f"in 2+ explanations {stats['n_multi']}" in text
+    assert f"unclustered {stats['n_unclustered']}" in text
+    assert re.search(r"time \d+\.\d s \(embed \d+\.\d s, cluster \d+\.\d s, explain \d+\.\d s\)", text)
+    # Sections that need a language model are absent; the hierarchy too (no data yet).
+    assert "evidence quotes" not in text
+    assert "Hierarchy" not in text
+
+
+def test_html_report_shows_every_explanation(sample_reports, sample_run):
+    text = Page(sample_reports["html"].read_text(encoding="utf-8")).text
+    non_empty = 309 - 4
+    expected = expected_explanations(sample_run.db, sample_run.run_id)
+    assert f"Explanations ({len(expected)})" in text
+    for e in expected:
+        assert e["name"] in text and e["text"] in text
+        assert f"{e['size']} rows ({e['size'] / non_empty:.1%})" in text, e["name"]
+        for term in e["terms"]:
+            assert term in text
+        for example in e["top"]:  # the highest-scoring texts are the representative ones
+            assert flat(example) in text, example
+    # Mean assignment score of each explanation, recomputed over its input rows.
+    for e in expected:
+        mean = query(sample_run.db, """SELECT avg(tr.score) FROM input_rows ir
+                     JOIN text_results tr ON tr.text_id = ir.text_id AND tr.run_id = ?
+                     WHERE tr.explanation_id = ?""", sample_run.run_id, e["id"])[0][0]
+        shown = re.search(re.escape(f". {e['name']} {e['text']} {e['size']} rows (") + r"[^)]*\) · matched by \d+ texts including secondary "
+                          r"matches · mean assignment score (\d\.\d{3})", text)
+        assert shown, e["name"]
+        assert float(shown.group(1)) == pytest.approx(mean, abs=6e-4)  # shown to 3 decimals
+
+
+def test_html_report_lists_uncovered_unclustered_and_overlapping_texts(sample_reports, sample_run):
+    text = Page(sample_reports["html"].read_text(encoding="utf-8")).text
+    stats = stored_stats(sample_run.db, sample_run.run_id)
+    uncovered = query(sample_run.db, """SELECT t.text FROM text_results tr JOIN texts t ON t.id = tr.text_id
+                                        WHERE tr.run_id = ? AND tr.explanation_id IS NULL""", sample_run.run_id)
+    assert f"Uncovered texts (fit no explanation): {stats['n_uncovered']} rows ({len(uncovered)} distinct texts)" in text
+    for (t,) in uncovered:
+        assert flat(t) in text
+    unclustered = query(sample_run.db, "SELECT count(*) FROM text_results WHERE run_id = ? AND cluster = -1",
+                        sample_run.run_id)[0][0]
+    assert f"Unclustered texts (noise of the clustering): {stats['n_unclustered']} rows ({unclustered} distinct" in text
+    multi = query(sample_run.db, """SELECT t.text FROM text_results tr JOIN texts t ON t.id = tr.text_id
+                                    WHERE tr.run_id = ? AND tr.n_explanations > 1""", sample_run.run_id)
+    assert f"Texts in two or more explanations: {stats['n_multi']} rows ({len(multi)} distinct texts)" in text
+    for (t,) in multi:
+        assert flat(t) in text
+
+
+def test_html_report_has_map_and_size_chart(sample_reports, sample_run):
+    source = sample_reports["html"].read_text(encoding="utf-8")
+    page = Page(source)
+    ids = {a.get("id") for _, a in page.tags}
+    assert {"map-chart", "sizes-chart"} <= ids
+    assert "placed by a 2-D PCA projection" in page.text and "All 300 texts are shown." in page.text
+    figures = [s for s in page.scripts if "Plotly.newPlot" in s]
+    assert len(figures) == 2
+    assert "Coverage " in figures[0] + figures[1]
+
+
+def test_report_map_points_match_the_database(sample_run):
+    from textclust.report.model import ReportOptions, build_report
+    from textclust.store import Database
+
+    db = Database(sample_run.db)
+    report = build_report(db, sample_run.run_id, ReportOptions(reduction="pca"))
+    m = report["map"]
+    assert m["n_points"] == m["n_total"] == 300 and not m["sampled"] and m["reduction"] == "pca"
+    per_label = {}
+    for p in m["points"]:
+        per_label[p["label"]] = per_label.get(p["label"], 0) + 1
+    stored = dict(query(sample_run.db, """SELECT coalesce(e.name, 'uncovered'), count(*) FROM text_results tr
+                        LEFT JOIN explanations e ON e.id = tr.explanation_id WHERE tr.run_id = ? GROUP BY 1""",
+                        sample_run.run_id))
+    assert per_label == stored
+    xy = np.array([[p["x"], p["y"]] for p in m["points"]])
+    assert np.isfinite(xy).all() and xy.std(axis=0).min() > 0  # a real spread, not all at one spot
+
+    sampled = build_report(db, sample_run.run_id, ReportOptions(reduction="pca", max_points=50))["map"]
+    assert sampled["sampled"] and sampled["n_points"] == 50 and sampled["n_total"] == 300
+    texts = {t for (t,) in query(sample_run.db, """SELECT t.text FROM text_results tr JOIN texts t ON t.id = tr.text_id
+                                                   WHERE tr.run_id = ?""", sample_run.run_id)}
+    assert all(p["text"] in texts or p["text"].endswith("…") for p in sampled["points"])
+    db.close()
+
+
+def test_map_sampling_is_announced(sample_run, tmp_path, cli_invoke):
+    out = tmp_path / "sampled.html"
+    result = cli_invoke("report", sample_run.run_id, "-o", out, "--db", sample_run.db, "--map", "pca",
+                        "--max-points", 40)
+    assert result.exit_code == 0, result.output
+    assert "Showing a random sample of 40 of 300 texts." in Page(out.read_text(encoding="utf-8")).text
+
+
+def test_markdown_report(sample_reports, sample_run):
+    md = sample_reports["md"].read_text(encoding="utf-8")
+    stats = stored_stats(sample_run.db, sample_run.run_id)
+    expected = expected_explanations(sample_run.db, sample_run.run_id)
+    assert md.startswith(f"# textclust run {sample_run.run_id}: complaints\n")
+    assert f"**Goal:** {GOAL}" in md
+    assert f"> **Note:** {OFFLINE_NOTICE}" in md
+    assert "| LLM calls, tokens, cost | no language model configured |" in md
+    table = md.split("## Explanations")[1].split("\n### ")[0]
+    body = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert len(body) == len(expected) + 1  # + the uncovered row
+    non_empty = 309 - 4
+    for e in expected:
+        assert f"| {e['name']} | {e['text']} | {e['size']} | {e['size'] / non_empty:.1%} |" in md
+        assert f"### " in md and f". {e['name']}\n" in md
+    assert f"## Uncovered texts (fit no explanation): {stats['n_uncovered']} rows" in md
+    assert f"## Texts in two or more explanations: {stats['n_multi']} rows" in md
+    assert f"## Unclustered texts (noise of the clustering): {stats['n_unclustered']} rows" in md
+    assert "<script" not in md and "Plotly" not in md and "<div" not in md  # no map, no HTML
+
+
+def test_json_report_is_the_full_structured_result(sample_reports, sample_run):
+    data = json.loads(sample_reports["json"].read_text(encoding="utf-8"))
+    stats = stored_stats(sample_run.db, sample_run.run_id)
+    assert data["run_id"] == sample_run.run_id and data["goal"] == GOAL and data["notice"] == OFFLINE_NOTICE
+    assert data["llm"] is None and data["llm_note"] == "no language model configured"
+    assert data["counts"]["uncovered"] == stats["n_uncovered"] and data["counts"]["multi"] == stats["n_multi"]
+    rows = data["run_result"]["rows"]
+    assert len(rows) == 309
+    assert [r["row_index"] for r in rows] == list(range(309))
+    expected = {e["name"]: e for e in expected_explanations(sample_run.db, sample_run.run_id)}
+    assert {e["name"] for e in data["explanations"]} == set(expected)
+    for e in data["explanations"]:
+        assert e["size"] == expected[e["name"]]["size"]
+        assert e["representative"][0]["text"] == expected[e["name"]]["top"][0]
+    assert data["uncovered"]["n_rows"] == stats["n_uncovered"]
+    assert data["map"] is None  # the map is HTML only
+
+
+# --- hostile text: escaped everywhere ---------------------------------------------------------------
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> refund | never & came'
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    from textclust.ingest import corpus_from_texts
+    from textclust.pipeline import Pipeline, Settings
+    from textclust.store import Database
+
+    blobs = make_blobs()
+    texts, X = list(blobs.texts), blobs.X.copy()
+    texts[0] = HOSTILE
+    X[0] = np.eye(X.shape[1], dtype=np.float32)[0]  # the most representative text of its explanation
+    path = tmp_path_factory.mktemp("hostile") / "hostile.db"
+    db = Database(path)
+    corpus = corpus_from_texts(texts, name="<b>corpus</b>")
+    db.save_corpus(corpus)
+    db.store_embeddings(FAKE_MODEL, corpus.text_ids, X)
+    run_id = Pipeline(db, Settings(k=3, reduction="none", embedding_model=FAKE_MODEL)).run(
+        corpus, "<script>alert('goal')</script>")
+    db.close()
+    return path, run_id
+
+
+def test_hostile_text_is_escaped_in_html(hostile_run, tmp_path, cli_invoke):
+    db, run_id = hostile_run
+    out = tmp_path / "r.html"
+    result = cli_invoke("report", run_id, "-o", out, "--db", db, "--map", "pca")
+    assert result.exit_code == 0, result.output
+    source = out.read_text(encoding="utf-8")
+    page = Page(source)
+    # Exactly the report's own scripts: plotly config, plotly.js, two figures. No injected tag or handler.
+    assert page.count("script") == 4
+    assert page.count("img") == 0 and page.count("b") == 0
+    assert not any(k.startswith("on") for _, attrs in page.tags for k in attrs)
+    # ...and the texts show literally.
+    assert flat(HOSTILE) in page.text
+    assert "<script>alert('goal')</script>" in page.text
+    assert "textclust run 1 · <b>corpus</b>" in page.text
+    # In the plot data (JSON inside <script>) the text is escaped for plotly and for the HTML parser.
+    figures = "".join(s for s in page.scripts if "Plotly.newPlot" in s)
+    assert "</script" not in figures.lower() and "<img" not in figures
+    assert "\\u0026lt;script\\u0026gt;" in figures or "&lt;script&gt;" in figures
+
+
+def test_hostile_text_is_inert_in_markdown_and_json(hostile_run, tmp_path, cli_invoke):
+    db, run_id = hostile_run
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    assert cli_invoke("report", run_id, "-o", md, "--db", db).exit_code == 0
+    assert cli_invoke("report", run_id, "-o", js, "--db", db).exit_code == 0
+    text = md.read_text(encoding="utf-8")
+    assert "<script" not in text and "<img" not in text and "<b>" not in text
+    assert "&lt;script&gt;alert(\"x\")&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; refund \\| never &amp; came" in text
+    data = json.loads(js.read_text(encoding="utf-8"))
+    assert data["goal"] == "<script>alert('goal')</script>"  # JSON keeps the exact text
+    assert HOSTILE in [r["text"] for r in data["run_result"]["rows"]]
+
+
+# --- map options and fallbacks -------------------------------------------------------------------------
+
+
+def test_umap_map(fake_run_db):
+    from textclust.report.model import ReportOptions, build_report
+    from textclust.store import Database
+
+    db = Database(fake_run_db.db)
+    m = build_report(db, fake_run_db.run_id, ReportOptions(reduction="umap"))["map"]
+    db.close()
+    assert m["reduction"] == "umap" and m["n_points"] == 60
+    xy = np.array([[p["x"], p["y"]] for p in m["points"]])
+    labels = np.array([p["label"] for p in m["points"]])
+    # Three well-separated blobs stay apart in 2-D: each point is nearer its own group's centre.
+    centres = {lab: xy[labels == lab].mean(axis=0) for lab in set(labels)}
+    nearest = [min(centres, key=lambda c: np.linalg.norm(xy[i] - centres[c])) for i in range(len(xy))]
+    assert (np.array(nearest) == labels).mean() == 1.0
+
+
+def test_report_without_cached_embeddings_says_so(fake_run_db, copy_db, tmp_path, cli_invoke):
+    db = copy_db(fake_run_db.db)
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM embeddings")
+    con.commit()
+    con.close()
+    out = tmp_path / "nomap.html"
+    result = cli_invoke("report", fake_run_db.run_id, "-o", out, "--db", db)
+    assert result.exit_code == 0, result.output
+    page = Page(out.read_text(encoding="utf-8"))
+    assert "No map: the embeddings of this run's texts are not in the cache (model test-fake-8d)." in page.text
+    assert "sizes-chart" in {a.get("id") for _, a in page.tags}
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+def test_report_errors(fake_run_db, copy_db, tmp_path, cli_invoke):
+    db = fake_run_db.db
+    cases = [
+        (["report", 99, "-o", tmp_path / "x.html", "--db", db], "no run with id 99"),
+        (["report", fake_run_db.run_id, "-o", tmp_path / "missing" / "x.html", "--db", db], "does not exist"),
+        (["report", fake_run_db.run_id, "-o", tmp_path / "x.html", "--db", tmp_path / "none.db"], "no such database"),
+        (["report", fake_run_db.run_id, "-o", tmp_path / "x.html", "--db", db, "--max-points", 3],
+         "--max-points must be at least 10"),
+    ]
+    for args, message in cases:
+        result = cli_invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("textclust: error: ") and message in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+    failed = copy_db(db)
+    con = sqlite3.connect(failed)
+    con.execute("UPDATE runs SET status = 'failed', error = 'boom' WHERE id = ?", (fake_run_db.run_id,))
+    con.commit()
+    con.close()
+    result = cli_invoke("report", fake_run_db.run_id, "-o", tmp_path / "f.html", "--db", failed)
+    assert result.exit_code == 2
+    assert f"run {fake_run_db.run_id} is failed: boom; only complete runs have a report" in result.stderr
+    assert not (tmp_path / "f.html").exists() and not (tmp_path / "x.html").exists()
+
+
+def test_report_help(cli_invoke):
+    result = cli_invoke("report", "--help")
+    assert result.exit_code == 0
+    for option in ("RUN_ID", "-o", "--output", "--format", "--map", "--max-points", "--db"):
+        assert option in result.stdout
+
+
+# --- optional sections: shown only when the data exists ------------------------------------------
+
+
+def test_language_model_usage_and_hierarchy_are_shown_when_recorded(fake_run_db, copy_db, tmp_path, cli_invoke):
+    db = copy_db(fake_run_db.db)
+    con = sqlite3.connect(db)
+    stats = json.loads(con.execute("SELECT stats FROM runs WHERE id = ?", (fake_run_db.run_id,)).fetchone()[0])
+    stats["llm"] = {"model": "some-llm-1", "calls": 17, "prompt_tokens": 12345, "completion_tokens": 678,
+                    "cost_usd": 0.0421}
+    stats["hierarchy"] = [{"name": "money <problems>", "size": 40,
+                           "children": [{"name": "refunds", "size": 20}, {"name": "fees", "size": 20}]}]
+    con.execute("UPDATE runs SET stats = ? WHERE id = ?", (json.dumps(stats), fake_run_db.run_id))
+    con.commit()
+    con.close()
+    html_out, md_out = tmp_path / "r.html", tmp_path / "r.md"
+    assert cli_invoke("report", fake_run_db.run_id, "-o", html_out, "--db", db, "--map", "pca").exit_code == 0
+    assert cli_invoke("report", fake_run_db.run_id, "-o", md_out, "--db", db).exit_code == 0
+    text = Page(html_out.read_text(encoding="utf-8")).text
+    assert "language model some-llm-1" in text
+    assert "LLM calls 17" in text and "tokens 12345 in, 678 out" in text and "cost $0.0421" in text
+    assert "no language model configured" not in text
+    assert "Hierarchy money <problems> (40) refunds (20) fees (20)" in text
+    md = md_out.read_text(encoding="utf-8")
+    assert "| LLM calls, tokens, cost | 17 calls, 12345 in / 678 out, $0.0421 |" in md
+    assert "## Hierarchy\n\n- money &lt;problems&gt; (40)\n  - refunds (20)\n  - fees (20)" in md
+
+
+def test_max_listed_limits_the_lists_and_says_so(sample_run, tmp_path, cli_invoke):
+    stats = stored_stats(sample_run.db, sample_run.run_id)
+    n_uncovered = query(sample_run.db, "SELECT count(*) FROM text_results WHERE run_id = ? AND explanation_id IS NULL",
+                        sample_run.run_id)[0][0]
+    assert n_uncovered > 5
+    html_out, md_out = tmp_path / "r.html", tmp_path / "r.md"
+    for out in (html_out, md_out):
+        result = cli_invoke("report", sample_run.run_id, "-o", out, "--db", sample_run.db, "--max-listed", 5,
+                            "--map", "pca")
+        assert result.exit_code == 0, result.output
+    source = html_out.read_text(encoding="utf-8")
+    uncovered = source.split('<section id="uncovered">')[1].split("</section>")[0]
+    assert f"the first 5 of {n_uncovered} texts" in Page(uncovered).text
+    assert uncovered.count("<li>") == 5
+    md = md_out.read_text(encoding="utf-8")
+    section = md.split("## Uncovered texts")[1].split("\n## ")[0]
+    assert f"_The first 5 of {n_uncovered} texts._" in section
+    assert sum(line.startswith("- ") for line in section.splitlines()) == 5
+    assert f": {stats['n_uncovered']} rows ({n_uncovered} distinct texts)" in section

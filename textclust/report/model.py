@@ -1,0 +1,253 @@
+"""Everything a report shows, gathered once into plain (JSON-ready) data.
+
+:func:`build_report` reads a stored run through :func:`textclust.results.load_run`
+and adds what the run summary leaves out: more representative texts per
+explanation, the texts matched by two or more explanations, the uncovered and
+unclustered texts, and a 2-D map of the texts (from the cached embeddings).
+The HTML, Markdown and JSON reports all render this one structure, so they
+always show the same content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TextclustError
+from ..results import RunResult, load_run
+
+REPRESENTATIVE_TEXTS = 5  # per explanation
+MAX_LISTED = 200  # longest list of texts (overlaps, uncovered, unclustered) written into a report
+MAX_POINTS = 4000  # the map plots at most this many texts (a seeded random sample beyond)
+HOVER_CHARS = 300  # text shown on hover in the map is clipped to this many characters
+MAP_REDUCTIONS = ("umap", "pca")
+UNCOVERED = "uncovered"
+NO_LLM = "no language model configured"
+
+
+@dataclass
+class ReportOptions:
+    reduction: str = "umap"  # umap | pca: how the map reduces embeddings to 2-D
+    max_points: int = MAX_POINTS
+    max_listed: int = MAX_LISTED
+    representative: int = REPRESENTATIVE_TEXTS
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.reduction not in MAP_REDUCTIONS:
+            raise TextclustError(f"unknown map reduction '{self.reduction}'; choose {' or '.join(MAP_REDUCTIONS)}")
+        if self.max_points < 10:
+            raise TextclustError(f"--max-points must be at least 10 (got {self.max_points})")
+        if self.max_listed < 0:
+            raise TextclustError(f"--max-listed must not be negative (got {self.max_listed})")
+
+
+def build_report(db, run_id: int, options: ReportOptions | None = None, with_map: bool = True) -> dict:
+    """The report of one complete run as a plain dict (see the module docstring)."""
+    options = options or ReportOptions()
+    options.validate()
+    result = load_run(db, run_id, include_rows=True)
+    if result.status != "complete":
+        detail = f": {result.error}" if result.error else ""
+        raise TextclustError(f"run {run_id} is {result.status}{detail}; only complete runs have a report")
+    report = _summary(result)
+    report["explanations"] = _explanations(result, options)
+    report["overlaps"] = _overlaps(result, options)
+    report["uncovered"] = _listing(result, options, lambda r: r["status"] == "uncovered")
+    report["unclustered"] = _listing(result, options, lambda r: r["status"] != "empty" and r["cluster"] == -1)
+    # A tree of explanations ([{"name", "size", "children": [...]}, ...]) once a stage records one; none does yet.
+    report["hierarchy"] = result.stats.get("hierarchy") or None
+    report["map"] = map_points(db, result, options) if with_map else None
+    report["result"] = result
+    return report
+
+
+def report_json(report: dict) -> dict:
+    """The report as JSON-ready data: everything shown plus the full run result (every input row)."""
+    data = {k: v for k, v in report.items() if k != "result"}
+    data["run_result"] = report["result"].to_dict(include_rows=True)
+    return data
+
+
+# --- sections ----------------------------------------------------------------------------
+
+
+def _summary(result: RunResult) -> dict:
+    stats, corpus = result.stats, result.corpus
+    non_empty = corpus["n_rows"] - corpus["n_empty"]
+    llm = stats.get("llm")  # {"model", "calls", "prompt_tokens", "completion_tokens", "cost_usd"} once an LLM exists
+    return {
+        "run_id": result.run_id,
+        "goal": result.goal,
+        "status": result.status,
+        "created_at": result.created_at,
+        "notice": result.notice,
+        "explainer": result.explainer,
+        "corpus": dict(corpus),
+        "settings": dict(result.settings or {}),
+        "models": {
+            "embedding model": (result.settings or {}).get("embedding_model"),
+            "explainer": result.explainer,
+            "language model": (llm or {}).get("model") or NO_LLM,
+        },
+        "versions": dict(result.versions or {}),
+        "timings": {k: float(v) for k, v in (result.timings or {}).items()},
+        "total_seconds": float(sum((result.timings or {}).values())),
+        "llm": llm or None,
+        "llm_note": None if llm else NO_LLM,
+        "counts": {
+            "rows": corpus["n_rows"],
+            "texts": corpus["n_texts"],
+            "empty": corpus["n_empty"],
+            "duplicate_rows": corpus["n_duplicate_rows"],
+            "non_empty": non_empty,
+            "covered": non_empty - stats.get("n_uncovered", 0),
+            "uncovered": stats.get("n_uncovered", 0),
+            "multi": stats.get("n_multi", 0),
+            "unclustered": stats.get("n_unclustered", 0),
+            "coverage": float(stats.get("coverage", 0.0)),
+            "selected": stats.get("n_selected", len(result.clusters)),
+            "candidates": stats.get("n_candidates"),
+            "clusters": stats.get("n_clusters"),
+            "rounds": stats.get("rounds_used"),
+        },
+        "clusterer": stats.get("clusterer") or _algorithm(result.settings),
+    }
+
+
+def _distinct(rows: list[dict]) -> list[dict]:
+    """One entry per distinct text, with how many input rows hold it (first occurrence order)."""
+    seen: dict[str, dict] = {}
+    for r in rows:
+        entry = seen.get(r["text_id"])
+        if entry is None:
+            seen[r["text_id"]] = {**r, "n_rows": 1}
+        else:
+            entry["n_rows"] += 1
+    return list(seen.values())
+
+
+def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
+    by_explanation: dict[int, list[dict]] = {}
+    for r in result.rows:
+        if r["explanation_id"] is not None:
+            by_explanation.setdefault(r["explanation_id"], []).append(r)
+    items = []
+    for i, c in enumerate(result.clusters, start=1):
+        members = _distinct(by_explanation.get(c.explanation_id, []))
+        members.sort(key=lambda r: (-(r["score"] or 0.0), r["row_index"]))
+        items.append(
+            {
+                "number": i,
+                "id": c.explanation_id,
+                "name": c.name,
+                "explanation": c.explanation,
+                "source": c.source,
+                "round": c.round,
+                "size": c.size,
+                "share": c.share,
+                "matched": c.matched,
+                "mean_score": c.mean_score,
+                "terms": list(c.terms),
+                "representative": [
+                    {"text": r["text"], "score": r["score"], "n_rows": r["n_rows"]}
+                    for r in members[: options.representative]
+                ],
+                "evidence": list(getattr(c, "evidence", None) or []),  # quotes, once a language model gives them
+            }
+        )
+    return items
+
+
+def _overlaps(result: RunResult, options: ReportOptions) -> dict:
+    rows = _distinct([r for r in result.rows if r["also_matches"]])
+    return {
+        "n_rows": result.stats.get("n_multi", sum(r["n_rows"] for r in rows)),
+        "n_texts": len(rows),
+        "texts": [
+            {"text": r["text"], "primary": r["explanation_name"], "also": r["also_matches"].split("; "),
+             "n_rows": r["n_rows"]}
+            for r in rows[: options.max_listed]
+        ],
+    }
+
+
+def _listing(result: RunResult, options: ReportOptions, keep) -> dict:
+    rows = _distinct([r for r in result.rows if keep(r)])
+    return {
+        "n_rows": sum(r["n_rows"] for r in rows),
+        "n_texts": len(rows),
+        "texts": [
+            {"text": r["text"], "explanation": r["explanation_name"], "n_rows": r["n_rows"]}
+            for r in rows[: options.max_listed]
+        ],
+    }
+
+
+# --- the 2-D map -------------------------------------------------------------------------
+
+
+def map_points(db, result: RunResult, options: ReportOptions) -> dict:
+    """2-D coordinates of (a sample of) the distinct texts, coloured by primary explanation."""
+    texts = _distinct([r for r in result.rows if r["status"] != "empty"])
+    n_total = len(texts)
+    sampled = n_total > options.max_points
+    if sampled:
+        rng = np.random.default_rng(options.seed)
+        keep = np.sort(rng.choice(n_total, size=options.max_points, replace=False))
+        texts = [texts[i] for i in keep]
+    model = (result.settings or {}).get("embedding_model")
+    vectors = db.cached_embeddings(model, [t["text_id"] for t in texts]) if model else {}
+    present = [t for t in texts if t["text_id"] in vectors]
+    base = {"n_total": n_total, "sampled": sampled, "reduction": options.reduction, "embedding_model": model}
+    if len(present) < 2:
+        return {**base, "n_points": 0, "points": [],
+                "unavailable": f"the embeddings of this run's texts are not in the cache (model {model})"}
+    X = np.vstack([vectors[t["text_id"]] for t in present]).astype(np.float32)
+    xy, used = _reduce(X, options)
+    points = [
+        {
+            "x": round(float(x), 4),
+            "y": round(float(y), 4),
+            "text": _clip(t["text"]),
+            "label": t["explanation_name"] or UNCOVERED,
+        }
+        for t, (x, y) in zip(present, xy)
+    ]
+    return {**base, "reduction": used, "n_points": len(points), "points": points,
+            "n_missing": len(texts) - len(present), "unavailable": None}
+
+
+def _reduce(X: np.ndarray, options: ReportOptions) -> tuple[np.ndarray, str]:
+    n = X.shape[0]
+    if options.reduction == "umap" and n >= 10:
+        import warnings
+
+        import umap
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # 200 epochs (UMAP's own choice for large inputs) halve the time of its default for < 10k points.
+            reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine",
+                                n_epochs=200, random_state=options.seed)
+            return reducer.fit_transform(X), "umap"
+    from sklearn.decomposition import PCA
+
+    components = min(2, n, X.shape[1])
+    xy = PCA(n_components=components, random_state=options.seed).fit_transform(X)
+    if components < 2:
+        xy = np.hstack([xy, np.zeros((n, 2 - components))])
+    return xy, "pca"
+
+
+def _clip(text: str, limit: int = HOVER_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _algorithm(settings: dict) -> str:
+    """The clustering algorithm of a run stored before stats recorded it."""
+    chosen = settings.get("clusterer", "auto")
+    if chosen != "auto":
+        return chosen
+    return "kmeans" if settings.get("k") else "hdbscan"
