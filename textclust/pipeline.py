@@ -147,7 +147,7 @@ class Pipeline:
         with self._timed("cluster"):
             labels = clusterer.fit(X).labels_
             n_clusters = len(set(labels.tolist()) - {NOISE})
-            self.log(f"clusters: {n_clusters} found, {int((labels == NOISE).sum())} texts unclustered ({s.algorithm}, {s.reduction})")
+            self.log(f"clusters: {n_clusters} found, {int((labels == NOISE).sum())} distinct texts left as noise ({s.algorithm}, {s.reduction})")
         if n_clusters == 0:
             raise SettingsError(
                 "the clustering found no clusters (every text is noise); try --k N or a smaller --min-cluster-size"
