@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -182,14 +182,6 @@ class Database:
     def list_runs(self) -> list[tuple[Run, CorpusRow]]:
         with self._sessions() as s:
             return [tuple(row) for row in s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id))]
-
-    def get_corpus(self, corpus_id: int) -> CorpusRow:
-        with self._sessions() as s:
-            return s.get(CorpusRow, corpus_id)
-
-    def count(self, model) -> int:
-        with self._sessions() as s:
-            return s.scalar(select(func.count()).select_from(model))
 
 
 def open_database(path: str | Path) -> Database:
