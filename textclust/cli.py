@@ -78,6 +78,13 @@ def run_options(command):
         click.option("--min-share", type=float, default=0.005, show_default=True,
                      help="Automatic K: the least share of texts an explanation must add to be kept."),
         click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."),
+        click.option("--candidate", "candidate", multiple=True, metavar='"NAME: explanation"',
+                     help="A seeded explanation, always kept (repeatable)."),
+        click.option("--candidates", "candidates_file", type=click.Path(dir_okay=False),
+                     help="Seeded explanations from a file: .txt (NAME: explanation per line), "
+                          ".json (list of {name, explanation}) or .csv (columns name, explanation)."),
+        click.option("--only-candidates", is_flag=True,
+                     help="Propose nothing: each text gets the seeded explanations it fits, or none."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -85,9 +92,13 @@ def run_options(command):
 
 
 def _settings(kwargs: dict):
+    from .explain.seeds import collect_seeds
     from .pipeline import Settings
 
+    seeds = collect_seeds(kwargs.get("candidate") or (), kwargs.get("candidates_file"))
     return Settings(
+        seeds=[seed.to_dict() for seed in seeds] or None,
+        only_candidates=bool(kwargs.get("only_candidates")),
         k=kwargs["k"],
         clusterer=kwargs["clusterer"],
         reduction=kwargs["reduction"],

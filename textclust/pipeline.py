@@ -18,6 +18,12 @@ from .cluster import NOISE, EmbeddingClusterer
 from .embed import DEFAULT_MODEL, Embedder, embed_texts
 from .errors import SettingsError
 from .explain import OFFLINE_NOTICE, Explanation, OfflineExplainer
+from .explain.candidates import Candidate
+from .explain.explainer import RoundRecord, join_seeds
+from .explain.goal import goal_gap_notice
+from .explain.seeded import assign_seeds
+from .explain.select import SelectionResult
+from .ingest import text_id as make_text_id
 from .ingest import Corpus
 from .store import Database
 from .store.schema import (
@@ -49,6 +55,8 @@ class Settings:
     lambda_miss: float = 1.0
     lambda_overlap: float = 0.5
     random_state: int = 0
+    seeds: list | None = None  # seeded explanations [{"name", "explanation"}], in the reuse key
+    only_candidates: bool = False  # open-set classification into the seeds, no proposing
 
     def validate(self, n_texts: int, goal: str | None = None) -> None:
         """Reject impossible settings before anything is stored."""
@@ -73,6 +81,12 @@ class Settings:
             raise SettingsError(f"--max-cluster-share must be in (0, 1] (got {self.max_cluster_share})")
         if not 0 <= self.min_share < 1:
             raise SettingsError(f"--min-share must be between 0 and 1 (got {self.min_share})")
+        for seed in self.seeds or []:
+            if not (isinstance(seed, dict) and all(isinstance(seed.get(key), str) and seed[key].strip()
+                                                   for key in ("name", "explanation"))):
+                raise SettingsError(f"a seeded explanation needs a non-empty name and explanation (got {seed!r:.80})")
+        if self.only_candidates and not self.seeds:
+            raise SettingsError("--only-candidates needs --candidate or --candidates")
         if n_texts < 2:
             raise SettingsError("the input has only one distinct text; clustering needs at least two")
 
@@ -133,6 +147,19 @@ class Pipeline:
             embedder = Embedder(s.embedding_model, progress=self.progress)
             X, report = embed_texts(self.db, embedder, text_ids, texts)
             self.log(f"embeddings: {report.computed} computed, {report.cached} from cache ({s.embedding_model})")
+            seeded = None
+            if s.seeds:
+                seed_candidates, E = seed_vectors(self.db, embedder, s.seeds)
+                seeded = (seed_candidates, assign_seeds(X, E, random_state=s.random_state))
+
+        if s.only_candidates:
+            with self._timed("assign"):
+                explanation = seeded_only(seeded)
+                labels = np.where(explanation.assignment.matches.any(axis=1),
+                                  explanation.assignment.scores.argmax(axis=1), NOISE)
+                self.log(f"seeded explanations: {len(seeded[0])}, coverage {explanation.selection.coverage:.1%}")
+            self._store(run_id, corpus, text_ids, labels, weights, explanation, report)
+            return
 
         clusterer = EmbeddingClusterer(
             algorithm=s.algorithm,
@@ -163,6 +190,7 @@ class Pipeline:
                 lambda_miss=s.lambda_miss,
                 lambda_overlap=s.lambda_overlap,
                 clusterer=clusterer,
+                seeds=seeded,
             )
             explanation = explainer.explain(X, texts, labels, weights)
             self.log(
@@ -218,6 +246,7 @@ class Pipeline:
             for sel in session.query(Selection).filter_by(run_id=run_id):
                 record = next(r for r in explanation.rounds if r.round == sel.round)
                 sel.explanation_ids = [ids[j] for j in record.selection.chosen]
+            reasons = explanation.reasons
             pairs = np.argwhere(matches)
             session.execute(
                 AssignmentRow.__table__.insert(),
@@ -229,7 +258,9 @@ class Pipeline:
                 [{"run_id": run_id, "text_id": t, "cluster": int(labels[i]),
                   "explanation_id": ids[primary[i]] if primary[i] >= 0 else None,
                   "score": None if primary[i] < 0 else float(primary_score[i]),
-                  "n_explanations": int(n_matching[i])}
+                  "n_explanations": int(n_matching[i]),
+                  "reason": None if primary[i] < 0 else (
+                      (reasons[i, primary[i]] if reasons is not None else None) or "similarity")}
                  for i, t in enumerate(text_ids)],
             )
             run = session.get(Run, run_id)
@@ -252,11 +283,46 @@ class Pipeline:
                 "rounds_used": len(explanation.rounds),
                 "embeddings_computed": report.computed,
                 "embeddings_cached": report.cached,
-                "notice": OFFLINE_NOTICE,
+                "notice": OFFLINE_NOTICE if not self.settings.only_candidates else SEEDED_NOTICE,
+                "n_seeds": explanation.n_seeds,
+                "goal_notice": None if self.settings.seeds else goal_gap_notice(run.goal),
             }
             run.timings = dict(self.timings)
             run.status = "complete"
             run.finished_at = utcnow()
+
+
+SEEDED_NOTICE = (
+    "Open-set classification into the given explanations (--only-candidates): no language model; "
+    "each text gets the seeded explanations a classifier trained on their closest texts says it fits, or none."
+)
+
+
+def seed_vectors(db, embedder: Embedder, seeds: list[dict]) -> tuple[list[Candidate], np.ndarray]:
+    """Seed candidates and their explanation embeddings (from the cache when there, else computed)."""
+    texts = [seed["explanation"] for seed in seeds]
+    ids = [make_text_id(t) for t in texts]
+    cached = db.cached_embeddings(embedder.model, ids)
+    missing = [i for i, t in enumerate(ids) if t not in cached]
+    if missing:
+        cached.update(zip([ids[i] for i in missing], embedder.encode([texts[i] for i in missing])))
+    E = np.vstack([cached[t] for t in ids]).astype(np.float32)
+    candidates = [Candidate(name=seed["name"], text=seed["explanation"], vector=E[j], source="seed")
+                  for j, seed in enumerate(seeds)]
+    return candidates, E
+
+
+def seeded_only(seeded) -> Explanation:
+    """--only-candidates: every seed is kept; each text fits the seeds its assignment says, or none."""
+    candidates, assignment = seeded
+    joined, reasons = join_seeds(assignment, None)
+    covered = joined.matches.any(axis=1)
+    selection = SelectionResult(chosen=list(range(len(candidates))), objective=float((~covered).sum()),
+                                status="seeded (no selection)", coverage=float(covered.mean()))
+    labels = np.where(covered, joined.scores.argmax(axis=1), NOISE)
+    return Explanation(candidates=candidates, assignment=joined, selection=selection,
+                       rounds=[RoundRecord(1, labels, len(candidates), selection)], n_seeds=len(candidates),
+                       reasons=reasons)
 
 
 def _versions() -> dict:

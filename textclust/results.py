@@ -83,6 +83,7 @@ ROW_COLUMNS = [
     "score",
     "also_matches",
     "explained_by",  # how the explanation was produced, e.g. "extractive (no language model configured)"
+    "assigned_by",  # why it fits: "seed match" / "classifier" (seeded explanations) or "similarity"
 ]
 
 
@@ -149,6 +150,7 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
                 "score": None if res is None or res.score is None else round(res.score, 4),
                 "also_matches": "; ".join(secondary.get((r.text_id, exp.id if exp else None), [])),
                 "explained_by": _explained_by(exp) if exp else None,
+                "assigned_by": res.reason if res is not None and exp else None,
             }
         )
     result.clusters = _summaries(explanations, rows, results)
@@ -160,6 +162,8 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
 def _explained_by(explanation: Explanation) -> str:
     if explanation.source == "extractive":
         return "extractive (no language model configured)"
+    if explanation.source == "seed":
+        return "seed (given by the user)"
     return explanation.source
 
 

@@ -17,6 +17,24 @@ from .assign import Assignment, assign
 from .candidates import Candidate
 from .propose_offline import propose_extractive
 from .select import SelectionResult, select_explanations
+from .seeded import SeedAssignment
+
+
+def join_seeds(seeded: SeedAssignment, proposed: Assignment | None) -> tuple[Assignment, np.ndarray]:
+    """Seed columns first, then the proposed candidates' columns. A seed's score is its
+    classifier probability where the text fits it, -1 elsewhere (so score >= threshold
+    is exactly "fits")."""
+    seed_scores = np.where(seeded.matches, seeded.scores, -1.0)
+    n = len(seed_scores)
+    reasons = seeded.reasons
+    if proposed is None:
+        return Assignment(seed_scores, seeded.thresholds.astype(np.float64), seeded.matches.copy()), reasons
+    extra = np.full((n, proposed.scores.shape[1]), None, dtype=object)
+    return Assignment(
+        scores=np.hstack([seed_scores, proposed.scores]),
+        thresholds=np.concatenate([seeded.thresholds, proposed.thresholds]),
+        matches=np.hstack([seeded.matches, proposed.matches]),
+    ), np.hstack([reasons, extra])
 
 EXPLAINER_OFFLINE = "offline-extractive"
 OFFLINE_NOTICE = (
@@ -45,6 +63,8 @@ class Explanation:
     rounds: list[RoundRecord] = field(default_factory=list)
 
     margin: float | None = None
+    n_seeds: int = 0  # the first n_seeds candidates are seeded: no margin, always kept
+    reasons: np.ndarray | None = None  # texts × candidates: why a text matches (seeds only)
 
     @property
     def selected(self) -> list[int]:
@@ -62,8 +82,10 @@ class Explanation:
             return final
         scores = A.scores[:, sel]
         fits = scores >= A.thresholds[sel][None, :]
-        if self.margin is not None:
-            fits &= scores >= scores.max(axis=1, keepdims=True) - self.margin
+        proposed = sel >= self.n_seeds
+        if self.margin is not None and proposed.any():
+            best = scores[:, proposed].max(axis=1, keepdims=True)
+            fits[:, proposed] &= scores[:, proposed] >= best - self.margin
         final[:, sel] = fits
         return final
 
@@ -99,7 +121,9 @@ class OfflineExplainer:
         clusterer: EmbeddingClusterer | None = None,
         beta: float = 2.0,
         margin: float | None = 0.05,
+        seeds: tuple[list[Candidate], "SeedAssignment"] | None = None,
     ):
+        self.seeds = seeds  # (seed candidates, their offline assignment): joined to every round
         self.beta = beta
         self.margin = margin
         self.rounds = rounds
@@ -110,7 +134,8 @@ class OfflineExplainer:
         self.clusterer = clusterer or EmbeddingClusterer()
 
     def explain(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray) -> Explanation:
-        candidates = propose_extractive(X, texts, labels, round=1)
+        seed_candidates = self.seeds[0] if self.seeds else []
+        candidates = seed_candidates + propose_extractive(X, texts, labels, round=1)
         result = self._assign_and_select(X, candidates, weights)
         result.rounds.append(RoundRecord(1, labels, len(candidates), result.selection))
         for round_number in range(2, self.rounds + 1):
@@ -133,16 +158,22 @@ class OfflineExplainer:
         return result
 
     def _assign_and_select(self, X, candidates: list[Candidate], weights) -> Explanation:
-        assignment = assign(X, candidates, self.beta, self.margin)
+        n_seeds = len(self.seeds[0]) if self.seeds else 0
+        assignment = assign(X, candidates[n_seeds:], self.beta, self.margin) if len(candidates) > n_seeds else None
+        reasons = None
+        if n_seeds:
+            assignment, reasons = join_seeds(self.seeds[1], assignment)
         selection = select_explanations(
             assignment.matches,
+            forced=list(range(n_seeds)),
             k=self.k,
             cost=None if self.k else self.min_share * weights.sum() * self.lambda_miss,
             weights=weights,
             lambda_miss=self.lambda_miss,
             lambda_overlap=self.lambda_overlap,
         )
-        return Explanation(candidates=candidates, assignment=assignment, selection=selection, margin=self.margin)
+        return Explanation(candidates=candidates, assignment=assignment, selection=selection, margin=self.margin,
+                           n_seeds=n_seeds, reasons=reasons)
 
     def _recluster(self, X: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
         """HDBSCAN on the ``subset`` texts alone; labels over all texts (-1 outside the subset).

@@ -39,6 +39,7 @@ def select_explanations(
     lambda_miss: float = 1.0,
     lambda_overlap: float = 0.5,
     time_limit: float = 120.0,
+    forced: list[int] | tuple[int, ...] = (),
 ) -> SelectionResult:
     """Solve the covering program; ``k`` fixes the count, else ``cost`` per explanation."""
     A = np.asarray(matches, dtype=bool)
@@ -48,6 +49,8 @@ def select_explanations(
         return SelectionResult([], float(lambda_miss * w.sum()), "no candidates", 0.0)
     if k is not None and not 1 <= k <= m:
         raise SettingsError(f"cannot select {k} explanations from {m} candidates")
+    if k is not None and len(forced) > k:
+        raise SettingsError(f"--k {k} is less than the {len(forced)} seeded explanations, which are always kept")
     if k is None and cost is None:
         raise ValueError("give k (fixed K) or cost (automatic K)")
 
@@ -69,7 +72,9 @@ def select_explanations(
         constraints.append(LinearConstraint(np.concatenate([np.ones(m), np.zeros(p)])[None, :], k, k))
     c = np.concatenate([np.full(m, 0.0 if k is not None else cost), pw])
     integrality = np.concatenate([np.ones(m), np.zeros(p)])
-    bounds = Bounds(np.zeros(m + p), np.concatenate([np.ones(m), np.full(p, np.inf)]))
+    lower = np.zeros(m + p)
+    lower[list(forced)] = 1  # seeded explanations are always kept
+    bounds = Bounds(lower, np.concatenate([np.ones(m), np.full(p, np.inf)]))
     result = milp(c, constraints=constraints, integrality=integrality, bounds=bounds,
                   options={"time_limit": time_limit})
     if result.x is None:

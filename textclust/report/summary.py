@@ -33,6 +33,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     )
     if result.notice:
         console.print(f"[yellow]Note:[/yellow] {result.notice}")
+    if result.stats.get("goal_notice"):
+        console.print(f"Goal not served offline: {result.stats['goal_notice']}", markup=False)
     table = Table(show_lines=True, title="Explanations")
     table.add_column("#", justify="right")
     table.add_column("explanation")

@@ -3,21 +3,27 @@
 A new database is created directly at the latest schema (``schema.Base.metadata``)
 and stamped with every version up to :data:`schema.SCHEMA_VERSION`. A database at
 an older version is brought forward by running ``UPGRADES[v]`` for each missing
-version ``v`` in order, inside one transaction. Version 1 is the first release, so
-there are no upgrade steps yet; the next schema change adds ``UPGRADES[2]``.
+version ``v`` in order, inside one transaction. Version 1 is the first release;
+version 2 adds ``text_results.reason`` (why a text's explanation fits it).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
 
 from ..errors import TextclustError
 from .schema import SCHEMA_VERSION, Base, SchemaMigration
 
 # version -> (name, function(connection)). Each step moves the schema from v-1 to v.
-UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {}
+def _add_reason(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE text_results ADD COLUMN reason VARCHAR(40)"))
+
+
+UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
+    2: ("text_results.reason", _add_reason),
+}
 
 NAMES = {1: "initial schema"}
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -185,3 +185,6 @@ class TextResult(Base):
     explanation_id: Mapped[int | None] = mapped_column(ForeignKey("explanations.id"), nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     n_explanations: Mapped[int] = mapped_column(Integer, default=0)  # selected ones that match
+    # Why the primary explanation fits: "seed match" / "classifier" (seeded explanations),
+    # "similarity" (proposed ones); None when uncovered. Added in schema version 2.
+    reason: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -1,0 +1,101 @@
+"""Offline assignment of texts to seeded explanations (open set, no language model).
+
+1. Score: cosine between each text's embedding and each seed's explanation embedding,
+   centred per seed (minus the seed's mean score over the corpus), so a seed whose
+   wording is simply "closer to everything" does not win every text.
+2. Pseudo-labels: the texts a seed wins by the widest margin over the other seeds
+   (top ``quantile`` of its winners) are taken as its examples ("seed match"). Texts
+   no closer to any seed than an unrelated text (best raw cosine <= 0) are examples
+   of "none of the seeds".
+3. A seeded logistic regression on the embeddings learns from these examples and
+   scores every text. A text fits each seed whose probability reaches both the
+   "none" probability and 1 / number of classes; its reason is "seed match" when it was
+   one of that seed's examples, else "classifier". A text that fits no seed is uncovered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REASON_SEED = "seed match"
+REASON_CLASSIFIER = "classifier"
+MIN_EXAMPLES = 3
+
+
+@dataclass
+class SeedAssignment:
+    scores: np.ndarray  # n_texts × n_seeds probabilities
+    cosine: np.ndarray  # n_texts × n_seeds raw cosine
+    matches: np.ndarray  # bool
+    thresholds: np.ndarray  # per seed
+    reasons: np.ndarray  # n_texts × n_seeds object: reason where matched, else None
+    n_pseudo: dict
+
+
+def cosine_zero_shot(X: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """The baseline: index of the seed whose explanation is most similar to each text."""
+    return (X @ E.T).argmax(axis=1)
+
+
+def assign_seeds(X: np.ndarray, E: np.ndarray, quantile: float = 0.5, random_state: int = 0) -> SeedAssignment:
+    """Open-set assignment of the rows of ``X`` to the seeds embedded as rows of ``E``."""
+    from sklearn.linear_model import LogisticRegression
+
+    n, m = len(X), len(E)
+    cos = (X @ E.T).astype(np.float64)
+    centred = cos - cos.mean(axis=0, keepdims=True)
+    if m > 1:
+        top2 = np.sort(centred, axis=1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+        winner = centred.argmax(axis=1)
+    else:
+        margin, winner = centred[:, 0], np.zeros(n, dtype=int)
+    pseudo = np.full(n, -2)  # -2 unlabelled, -1 "none", j seed
+    best = cos.max(axis=1)
+    far = best <= 0.0  # no closer to any seed than an unrelated (orthogonal) text
+    for j in range(m):
+        own = np.flatnonzero((winner == j) & ~far)
+        if len(own) == 0:
+            continue
+        take = max(MIN_EXAMPLES, int(np.ceil(quantile * len(own))))
+        chosen = own[np.argsort(-margin[own], kind="stable")[:take]]
+        if m == 1:
+            chosen = chosen[margin[chosen] > 0]
+        pseudo[chosen] = j
+    if far.sum() >= MIN_EXAMPLES:
+        pseudo[far] = -1
+    elif m == 1:  # one seed: its least similar texts stand for "not this"
+        low = np.argsort(margin, kind="stable")[: max(MIN_EXAMPLES, int(quantile * n))]
+        pseudo[low[pseudo[low] == -2]] = -1
+    labelled = pseudo > -2
+    classes = np.unique(pseudo[labelled])
+    probs = np.zeros((n, m))
+    p_none = np.zeros(n)
+    if len(classes) >= 2:
+        clf = LogisticRegression(C=1.0, max_iter=2000, random_state=random_state)
+        clf.fit(X[labelled], pseudo[labelled])
+        P = clf.predict_proba(X)
+        for c_index, c in enumerate(clf.classes_):
+            if c == -1:
+                p_none = P[:, c_index]
+            else:
+                probs[:, c] = P[:, c_index]
+        n_classes = len(classes)
+    else:  # a single class of examples: nothing to learn, fall back to the examples
+        for j in range(m):
+            probs[pseudo == j, j] = 1.0
+        n_classes = 2
+    threshold = 1.0 / n_classes
+    matches = (probs >= threshold) & (probs >= p_none[:, None])
+    if len(classes) < 2:
+        matches = probs > 0
+    reasons = np.full((n, m), None, dtype=object)
+    for j in range(m):
+        reasons[matches[:, j], j] = REASON_CLASSIFIER
+        reasons[matches[:, j] & (pseudo == j), j] = REASON_SEED
+    return SeedAssignment(
+        scores=probs, cosine=cos, matches=matches, thresholds=np.full(m, threshold), reasons=reasons,
+        n_pseudo={"none": int((pseudo == -1).sum()), **{str(j): int((pseudo == j).sum()) for j in range(m)}},
+    )
