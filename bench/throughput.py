@@ -19,7 +19,13 @@ For each size (default 1k, 10k, 50k distinct texts) this script
   3. records wall time (measured around the child process), texts/s, per-stage
      timings (``timings``: embed / cluster / explain; "other" = wall minus those —
      interpreter start-up, imports, ingest, storing and printing), peak RSS,
-     n_selected and coverage.
+     n_selected and coverage;
+  4. measures one fixed version of the code: by default ``textclust/`` and
+     ``prompts/`` of git HEAD are extracted into the temp folder and put first on
+     PYTHONPATH for every run (so edits made to the working tree while a long
+     benchmark runs cannot end up in some rows only); ``--worktree`` measures the
+     live tree instead. The sources are hashed before and after every run and the
+     script fails loudly if they change.
 
 Peak memory: each measured command is run under GNU ``/usr/bin/time -v`` and the
 "Maximum resident set size" it reports (``ru_maxrss`` of that one child, from
@@ -38,7 +44,7 @@ model, the cache lookup and writing vectors to SQLite, so a second ratio against
 the baseline's import+load+encode time is given as well.
 
 Usage:
-    .venv/bin/python bench/throughput.py [--sizes 1000,10000,50000] [--source PATH] [--keep]
+    .venv/bin/python bench/throughput.py [--sizes 1000,10000,50000] [--source PATH] [--keep] [--worktree]
 
 Writes bench/results/throughput.json and prints a Markdown table.
 """
@@ -49,6 +55,7 @@ import argparse
 import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import platform
@@ -57,6 +64,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import unicodedata
@@ -306,6 +314,53 @@ print(json.dumps({
 """
 
 
+CODE_DIRS = ("textclust", "prompts")  # the package and its prompt templates (package data)
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=60)
+
+
+def snapshot_code(dest: Path) -> dict:
+    """Freeze the code to measure: ``git archive HEAD textclust prompts`` into ``dest``.
+
+    Runs then import textclust from ``dest`` (PYTHONPATH comes before the editable
+    install's finder), so edits to the working tree during a long benchmark cannot
+    leak into some rows and not others. Falls back to copying the working tree when
+    git is unavailable.
+    """
+    dest.mkdir(parents=True)
+    head = _git("rev-parse", "HEAD") if shutil.which("git") else None
+    if head is not None and head.returncode == 0:
+        archive = _git("archive", "--format=tar", "HEAD", *CODE_DIRS)
+        if archive.returncode == 0:
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                try:
+                    tar.extractall(dest, filter="data")
+                except TypeError:  # Python without extraction filters
+                    tar.extractall(dest)
+            dirty = _git("status", "--porcelain", "--", *CODE_DIRS).stdout.strip()
+            return {"mode": "snapshot of git HEAD", "git_head": head.stdout.decode().strip()[:12],
+                    "worktree_had_uncommitted_changes": bool(dirty)}
+    for name in CODE_DIRS:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return {"mode": "snapshot of the working tree (git unavailable)", "git_head": None}
+
+
+def code_fingerprint(root: Path) -> str:
+    """Hash of the textclust sources under ``root`` (checked before and after every run)."""
+    h = hashlib.sha256()
+    for name in CODE_DIRS:
+        base = root / name
+        if not base.is_dir():
+            continue
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 # ------------------------------------------------------------------------------ report
 def machine_info() -> dict:
     info = {
@@ -358,6 +413,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1000,10000,50000", help="comma-separated corpus sizes (distinct texts)")
     ap.add_argument("--source", type=Path, help="JSONL or CSV file with a `text` field (default: shared ag_news)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary corpora, databases and logs")
+    ap.add_argument("--worktree", action="store_true",
+                    help="measure the live working tree instead of a snapshot of git HEAD (edits made during the "
+                         "benchmark are then detected and reported as a failure)")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
     args = ap.parse_args(argv)
 
@@ -397,6 +455,27 @@ def main(argv=None) -> int:
         raise SystemExit(f"temporary folder {workdir} is inside the repo; set TMPDIR elsewhere")
     print(f"work folder: {workdir}{' (kept)' if args.keep else ''}", file=sys.stderr)
 
+    # ---- the code to measure
+    if args.worktree:
+        code_root = REPO
+        code_info = {"mode": "live working tree (--worktree)",
+                     "git_head": (_git("rev-parse", "HEAD").stdout.decode().strip()[:12] or None)
+                     if shutil.which("git") else None,
+                     "worktree_had_uncommitted_changes": bool(_git("status", "--porcelain", "--", *CODE_DIRS)
+                                                              .stdout.strip()) if shutil.which("git") else None}
+    else:
+        code_root = workdir / "code"
+        code_info = snapshot_code(code_root)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_root), env.get("PYTHONPATH")]))
+        probe = subprocess.run([str(python), "-c", "import textclust; print(textclust.__file__)"],
+                               env=env, cwd=workdir, capture_output=True, text=True)
+        if probe.returncode != 0 or not Path(probe.stdout.strip()).resolve().is_relative_to(code_root.resolve()):
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SystemExit(f"the snapshot in {code_root} is not what textclust imports: "
+                             f"{probe.stdout.strip() or probe.stderr.strip()[-500:]}")
+    code_info["source_sha256"] = code_fingerprint(code_root)
+    print(f"code: {code_info}", file=sys.stderr)
+
     base, labels = read_source(source)
     all_texts, n_orig = build_texts(base, labels, max(max(sizes), BASELINE_N))
 
@@ -410,6 +489,7 @@ def main(argv=None) -> int:
                                f"normalisation; seed {SEED}; prefix-stable across sizes",
         "command": f"textclust run FILE --goal {GOAL!r} --db DB --json",
         "textclust": str(textclust),
+        "code": code_info,
         "memory_method": memory_method,
         "wall_time_method": "time.perf_counter() around the child process (includes interpreter start-up and imports)",
         "sizes": sizes,
@@ -458,9 +538,12 @@ def main(argv=None) -> int:
             for run in ("first", "rerun"):
                 tag = f"run_{n}_{run}"
                 print(f"{n:,} texts, {run} run ...", file=sys.stderr, flush=True)
+                code_before = code_fingerprint(code_root)
                 m = measure([str(textclust), "run", str(corpus), "--goal", GOAL, "--db", str(db), "--json"],
                             workdir, tag, env, use_gnu_time)
+                code_after = code_fingerprint(code_root)
                 rec = {"size": n, "run": run, "wall_s": m["wall_s"], "peak_rss_mib": m["peak_rss_mib"],
+                       "source_sha256": code_before, "code_changed_during_run": code_after != code_before,
                        "usage": m["usage"], "returncode": m["returncode"],
                        "loadavg_1m_before_after": m["loadavg_1m_before_after"]}
                 if m["returncode"] != 0:
@@ -484,7 +567,7 @@ def main(argv=None) -> int:
                     n_selected=stats.get("n_selected"), coverage=stats.get("coverage"),
                     embeddings_computed=stats.get("embeddings_computed"),
                     embeddings_cached=stats.get("embeddings_cached"),
-                    versions=out.get("versions"),
+                    versions=out.get("versions"), settings=out.get("settings"),
                 )
                 # ---- checks
                 problems = []
@@ -497,6 +580,8 @@ def main(argv=None) -> int:
                 if run == "rerun" and (stats.get("embeddings_computed") != 0 or stats.get("embeddings_cached") != n):
                     problems.append(f"re-run computed {stats.get('embeddings_computed')} embeddings and took "
                                     f"{stats.get('embeddings_cached')} from cache; expected 0 and {n}")
+                if code_after != code_before:
+                    problems.append(f"textclust source changed during this run (sha256 {code_before} -> {code_after})")
                 if problems:
                     rec["error"] = "; ".join(problems)
                     failures.append(f"{n} {run}: {rec['error']}")
@@ -511,6 +596,12 @@ def main(argv=None) -> int:
                 print(f"   wall {m['wall_s']:.1f}s, peak RSS {fmt(m['peak_rss_mib'], '.0f')} MiB, "
                       f"timings {timings}", file=sys.stderr, flush=True)
                 save()
+
+        # ---- every row must come from the same textclust code
+        codes = {r["source_sha256"] for r in records if r.get("source_sha256")} | {code_info["source_sha256"]}
+        if len(codes) > 1:
+            failures.append(f"textclust source changed between runs; rows are not comparable: {sorted(codes)}")
+            print("FAIL: " + failures[-1], file=sys.stderr)
 
         # ---- embed-stage throughput vs the plain encode baseline
         b = result["baseline"]
@@ -532,6 +623,9 @@ def main(argv=None) -> int:
           f"Python {m_.get('python', m_['bench_python'])}, torch {m_.get('torch', '?')} "
           f"({m_.get('torch_threads', '?')} threads). Source: {source.name} [{source_kind}], "
           f"{len(base):,} distinct originals; larger sizes add seeded perturbed copies.")
+    print(f"textclust code: {code_info['mode']}, git {code_info.get('git_head')}, "
+          f"source sha256 {code_info['source_sha256']}"
+          f"{' (the working tree had uncommitted changes, not measured)' if code_info.get('worktree_had_uncommitted_changes') and not args.worktree else ''}.")
     print(f"Command: `{result['command']}`; peak RSS: {'GNU time -v' if use_gnu_time else 'getrusage wrapper'}; "
           "texts/s = size / wall; other = wall − (embed+cluster+explain).\n")
     print(markdown_table(records))
