@@ -15,7 +15,7 @@ from .api import run, run_texts  # noqa: E402
 from .errors import TextclustError  # noqa: E402
 from .pipeline import Pipeline, Settings  # noqa: E402
 from .results import ClusterSummary, RunResult, load_run  # noqa: E402
-from .store import Database, open_database  # noqa: E402
+from .store import Database  # noqa: E402
 
 __all__ = [
     "ClusterSummary",
@@ -25,7 +25,6 @@ __all__ = [
     "Settings",
     "TextclustError",
     "load_run",
-    "open_database",
     "run",
     "run_texts",
     "__version__",

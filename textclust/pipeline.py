@@ -154,11 +154,10 @@ class Pipeline:
 
         if s.only_candidates:
             with self._timed("assign"):
-                explanation = seeded_only(seeded)
-                labels = np.where(explanation.assignment.matches.any(axis=1),
-                                  explanation.assignment.scores.argmax(axis=1), NOISE)
+                explanation = seeded_only(seeded, weights)
                 self.log(f"seeded explanations: {len(seeded[0])}, coverage {explanation.selection.coverage:.1%}")
-            self._store(run_id, corpus, text_ids, labels, weights, explanation, report)
+            # No clustering ran: every text's cluster is "none" (-1), and stats say no clusterer.
+            self._store(run_id, corpus, text_ids, explanation.rounds[0].labels, weights, explanation, report)
             return
 
         clusterer = EmbeddingClusterer(
@@ -270,9 +269,9 @@ class Pipeline:
                 "n_texts": corpus.n_texts,
                 "n_empty": corpus.n_empty,
                 "n_duplicate_rows": corpus.n_duplicate_rows,
-                "clusterer": self.settings.algorithm,
+                "clusterer": "none" if self.settings.only_candidates else self.settings.algorithm,
                 "n_clusters": len(set(labels.tolist()) - {NOISE}),
-                "n_unclustered": int(weights[labels == NOISE].sum()),
+                "n_unclustered": 0 if self.settings.only_candidates else int(weights[labels == NOISE].sum()),
                 "n_candidates": len(explanation.candidates),
                 "n_selected": len(selected),
                 "n_uncovered": int(weights[~covered].sum()),
@@ -312,14 +311,14 @@ def seed_vectors(db, embedder: Embedder, seeds: list[dict]) -> tuple[list[Candid
     return candidates, E
 
 
-def seeded_only(seeded) -> Explanation:
+def seeded_only(seeded, weights: np.ndarray) -> Explanation:
     """--only-candidates: every seed is kept; each text fits the seeds its assignment says, or none."""
     candidates, assignment = seeded
     joined, reasons = join_seeds(assignment, None)
     covered = joined.matches.any(axis=1)
-    selection = SelectionResult(chosen=list(range(len(candidates))), objective=float((~covered).sum()),
-                                status="seeded (no selection)", coverage=float(covered.mean()))
-    labels = np.where(covered, joined.scores.argmax(axis=1), NOISE)
+    selection = SelectionResult(chosen=list(range(len(candidates))), objective=float(weights[~covered].sum()),
+                                status="seeded (no selection)", coverage=float(weights[covered].sum() / weights.sum()))
+    labels = np.full(len(covered), NOISE)  # no clustering in this mode
     return Explanation(candidates=candidates, assignment=joined, selection=selection,
                        rounds=[RoundRecord(1, labels, len(candidates), selection)], n_seeds=len(candidates),
                        reasons=reasons)

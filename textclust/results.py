@@ -153,7 +153,7 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
                 "assigned_by": res.reason if res is not None and exp else None,
             }
         )
-    result.clusters = _summaries(explanations, rows, results)
+    result.clusters = _summaries(explanations, rows)
     if include_rows:
         result.rows = rows
     return result
@@ -187,11 +187,14 @@ def _secondary_matches(session, run_id: int, explanations: dict) -> dict:
     return result
 
 
-def _summaries(explanations: dict, rows: list[dict], results: dict) -> list[ClusterSummary]:
+def _summaries(explanations: dict, rows: list[dict]) -> list[ClusterSummary]:
     non_empty = sum(1 for r in rows if r["status"] != "empty")
+    by_explanation: dict = {}
+    for r in rows:
+        by_explanation.setdefault(r["explanation_id"], []).append(r)
     summaries = []
     for exp in (e for e in explanations.values() if e.selected):
-        members = [r for r in rows if r["explanation_id"] == exp.id]
+        members = by_explanation.get(exp.id, [])
         by_score = sorted({r["text_id"]: r for r in members}.values(), key=lambda r: -(r["score"] or 0))
         summaries.append(
             ClusterSummary(

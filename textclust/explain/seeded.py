@@ -27,11 +27,9 @@ MIN_EXAMPLES = 3
 @dataclass
 class SeedAssignment:
     scores: np.ndarray  # n_texts × n_seeds probabilities
-    cosine: np.ndarray  # n_texts × n_seeds raw cosine
     matches: np.ndarray  # bool
     thresholds: np.ndarray  # per seed
     reasons: np.ndarray  # n_texts × n_seeds object: reason where matched, else None
-    n_pseudo: dict
 
 
 def cosine_zero_shot(X: np.ndarray, E: np.ndarray) -> np.ndarray:
@@ -82,20 +80,17 @@ def assign_seeds(X: np.ndarray, E: np.ndarray, quantile: float = 0.5, random_sta
                 p_none = P[:, c_index]
             else:
                 probs[:, c] = P[:, c_index]
-        n_classes = len(classes)
+        threshold = 1.0 / len(classes)
+        matches = (probs >= threshold) & (probs >= p_none[:, None])
     else:  # a single class of examples: nothing to learn, fall back to the examples
         for j in range(m):
             probs[pseudo == j, j] = 1.0
-        n_classes = 2
-    threshold = 1.0 / n_classes
-    matches = (probs >= threshold) & (probs >= p_none[:, None])
-    if len(classes) < 2:
-        matches = probs > 0
+        threshold = 1.0
+        matches = probs >= threshold
     reasons = np.full((n, m), None, dtype=object)
     for j in range(m):
         reasons[matches[:, j], j] = REASON_CLASSIFIER
         reasons[matches[:, j] & (pseudo == j), j] = REASON_SEED
     return SeedAssignment(
-        scores=probs, cosine=cos, matches=matches, thresholds=np.full(m, threshold), reasons=reasons,
-        n_pseudo={"none": int((pseudo == -1).sum()), **{str(j): int((pseudo == j).sum()) for j in range(m)}},
+        scores=probs, matches=matches, thresholds=np.full(m, threshold), reasons=reasons,
     )

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import TextclustError
 from ..results import ROW_COLUMNS, RunResult
+from .markdown import md_cell, report_markdown
+from .model import ReportOptions, report_from_result
 
 EXPORT_FORMATS = ("csv", "json", "md")
 
@@ -37,45 +39,9 @@ def _write_json(result: RunResult, handle) -> None:
     handle.write("\n")
 
 
-def md_cell(text) -> str:
-    """Make a value safe inside a Markdown table cell (and inert as HTML)."""
-    if text is None:
-        return ""
-    value = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return value.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_summary(result: RunResult) -> list[str]:
-    stats, corpus = result.stats, result.corpus
-    lines = [
-        f"# textclust run {result.run_id}: {md_cell(corpus['name'])}",
-        "",
-        f"**Goal:** {md_cell(result.goal)}",
-        "",
-    ]
-    if result.notice:
-        lines += [f"> **Note:** {md_cell(result.notice)}", ""]
-    non_empty = corpus["n_rows"] - corpus["n_empty"]
-    lines += [
-        f"- rows: {corpus['n_rows']} ({corpus['n_empty']} empty, {corpus['n_duplicate_rows']} duplicates), "
-        f"distinct texts: {corpus['n_texts']}",
-        f"- covered: {non_empty - stats['n_uncovered']} of {non_empty} ({stats['coverage']:.1%}); "
-        f"uncovered: {stats['n_uncovered']}; in more than one explanation: {stats['n_multi']}; "
-        f"unclustered: {stats['n_unclustered']}",
-        f"- explanations: {stats['n_selected']} selected of {stats['n_candidates']} candidates "
-        f"({stats['rounds_used']} round(s)); explainer: {result.explainer}",
-        "",
-        "| # | name | explanation | size | share | examples |",
-        "|---|---|---|---|---|---|",
-    ]
-    for i, c in enumerate(result.clusters, start=1):
-        examples = "<br>".join(f"• {md_cell(e)}" for e in c.examples)
-        lines.append(f"| {i} | {md_cell(c.name)} | {md_cell(c.explanation)} | {c.size} | {c.share:.1%} | {examples} |")
-    return lines
-
-
 def _write_markdown(result: RunResult, handle) -> None:
-    lines = markdown_summary(result)
+    """The report's Markdown (same summary as `textclust report --format md`), then every row."""
+    lines = [report_markdown(report_from_result(result, ReportOptions())).rstrip("\n")]
     lines += ["", "## Texts", "", "| row | id | text | explanation | score |", "|---|---|---|---|---|"]
     for r in result.rows:
         name = r["explanation_name"] or f"_{r['status']}_"

@@ -1,14 +1,21 @@
 """The report as Markdown: the HTML report's content in tables and lists (no map).
 
 Meant for pasting into docs and tickets. Corpus text is made inert with
-:func:`textclust.report.export.md_cell` (``<`` → ``&lt;``, pipes escaped, one line),
+:func:`md_cell` (``<`` → ``&lt;``, pipes escaped, one line),
 so it never turns into HTML or breaks a table when rendered.
 """
 
 from __future__ import annotations
 
-from .export import md_cell
 from .model import UNCOVERED
+
+
+def md_cell(text) -> str:
+    """Make a value safe inside a Markdown table cell (and inert as HTML)."""
+    if text is None:
+        return ""
+    value = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value.replace("|", "\\|").replace("\n", " ")
 
 
 def _pct(value: float) -> str:

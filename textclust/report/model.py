@@ -48,9 +48,16 @@ def build_report(db, run_id: int, options: ReportOptions | None = None, with_map
     options = options or ReportOptions()
     options.validate()
     result = load_run(db, run_id, include_rows=True)
+    report = report_from_result(result, options)
+    report["map"] = map_points(db, result, options) if with_map else None
+    return report
+
+
+def report_from_result(result: RunResult, options: ReportOptions) -> dict:
+    """Everything of the report but the map (which needs the database's embeddings)."""
     if result.status != "complete":
         detail = f": {result.error}" if result.error else ""
-        raise TextclustError(f"run {run_id} is {result.status}{detail}; only complete runs have a report")
+        raise TextclustError(f"run {result.run_id} is {result.status}{detail}; only complete runs have a report")
     report = _summary(result)
     report["explanations"] = _explanations(result, options)
     report["overlaps"] = _overlaps(result, options)
@@ -58,7 +65,7 @@ def build_report(db, run_id: int, options: ReportOptions | None = None, with_map
     report["unclustered"] = _listing(result, options, lambda r: r["status"] != "empty" and r["cluster"] == -1)
     # A tree of explanations ([{"name", "size", "children": [...]}, ...]) once a stage records one; none does yet.
     report["hierarchy"] = result.stats.get("hierarchy") or None
-    report["map"] = map_points(db, result, options) if with_map else None
+    report["map"] = None
     report["result"] = result
     return report
 

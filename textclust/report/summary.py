@@ -50,8 +50,9 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     console.print(
         f"Covered {non_empty - stats['n_uncovered']} of {non_empty} texts ({stats['coverage']:.1%}); "
         f"uncovered (fit no explanation): {stats['n_uncovered']}; "
-        f"in more than one explanation: {stats['n_multi']}; "
-        f"left as noise by {stats.get('clusterer', 'the')} clustering: {stats['n_unclustered']}"
+        f"in more than one explanation: {stats['n_multi']}"
+        + ("" if stats.get("clusterer") == "none"
+           else f"; left as noise by {stats.get('clusterer', 'the')} clustering: {stats['n_unclustered']}")
     )
     console.print(
         f"{stats['n_selected']} explanations selected from {stats['n_candidates']} candidates in "

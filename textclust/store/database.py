@@ -184,10 +184,6 @@ class Database:
             return [tuple(row) for row in s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id))]
 
 
-def open_database(path: str | Path) -> Database:
-    return Database(path)
-
-
 def settings_key(corpus_id: int, goal: str, settings: dict) -> str:
     payload = json.dumps({"corpus": corpus_id, "goal": goal, "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
