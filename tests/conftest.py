@@ -16,6 +16,7 @@ into the repository.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+# The tests never download models: a name that is not on disk (the fake models below) must
+# fail at once instead of retrying the Hugging Face Hub. Set before huggingface_hub is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "data" / "complaints.csv"

@@ -7,11 +7,22 @@ row counts must be the same afterwards).
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import sqlite3
+import time
 from dataclasses import dataclass, field
+from unittest import mock
 
+import numpy as np
 import pytest
 
-from conftest import copy_sqlite, file_sha256, table_counts
+from conftest import FAKE_MODEL, copy_sqlite, file_sha256, table_counts
+from textclust.embed import Embedder, embed_texts
+from textclust.ingest import corpus_from_texts, read_corpus, text_id
+from textclust.store import Database
 
 GOOD_CSV = "id,text\n1,my parcel never arrived\n2,the box was crushed\n3,charged twice for one order\n"
 
@@ -60,6 +71,35 @@ CASES = [
     Case("eval_unknown_label_column", "in.csv", GOOD_CSV, ("--label-column", "reason"),
          message="'reason' not found", command="eval"),
     Case("eval_missing_file", None, args=("--label-column", "reason"), message="no such file", command="eval"),
+    # --- the issue #5 matrix: encodings, binaries, types, sizes, unicode ---------------------
+    Case("mostly_latin1", "in.csv", "text\ncaf\u00e9 cr\u00e8me\nth\u00e9 glac\u00e9\nfirst text\n".encode("latin-1"),
+         message="not valid UTF-8 (byte 0xe9 on line 2); 2 of 3 rows cannot be decoded, so the file is probably "
+                 "in another encoding; re-save it as UTF-8"),
+    Case("gzip_file", "in.csv", b"\x1f\x8b\x08\x00" + bytes(range(1, 200)), message="binary file (gzip-compressed"),
+    Case("xlsx_renamed_csv", "in.csv", b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(1, 200)),
+         message="binary file (a zip archive; an .xlsx workbook is one: export it as CSV)"),
+    Case("pdf_as_txt", "in.txt", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", message="binary file (a PDF document)"),
+    Case("random_bytes_no_nul", "in.jsonl", bytes(range(128, 256)) * 8, message="line 1 is not valid JSON"),
+    Case("csv_row_with_too_many_fields", "in.csv", "id,text\n1,hello there\n2,one, two\n",
+         message="cannot parse as CSV: line 3 has 3 fields but the header has 2; quote values that contain ','"),
+    Case("csv_quote_in_the_middle", "in.csv", 'text\n"quoted"rest of it\n', message="cannot parse as CSV: line 2"),
+    Case("jsonl_unknown_text_column", "in.jsonl", '{"text": "a b"}\n{"text": "c d", "extra": 1}\n',
+         ("--text-column", "body"), message="--text-column 'body' not found; columns are: text, extra"),
+    Case("jsonl_texts_not_strings", "in.jsonl", '{"text": ["a", "b"]}\n{"text": {"x": 1}}\n{"text": ["c"]}\n',
+         message="no usable text in column 'text': skipped 2 rows whose text is not a string (a JSON array; "
+                 "first: line 1); skipped 1 row whose text is not a string (a JSON object; first: line 2)"),
+    Case("jsonl_nulls_and_nan", "in.jsonl", '{"text": null}\n{"text": NaN}\n{"other": "x y"}\n',
+         message="all 3 rows have an empty text in column 'text'"),
+    Case("malformed_jsonl_line_after_the_sample", "in.jsonl",
+         "".join(f'{{"text": "text number {i}"}}\n' for i in range(1, 20001)) + '{"text": oops}\n',
+         message="line 20001 is not valid JSON (Expecting value)"),
+    Case("jsonl_nested_too_deeply", "in.jsonl", '{"text": ' + "[" * 200_000 + "\n", message="line 1 is nested too deeply"),
+    Case("invisible_texts_only", "in.csv", "text\n\u200b\n\u200e\u200f\n\ufeff\u2060\n\u00ad\n",
+         message="all 4 rows have an empty text in column 'text'"),
+    Case("one_text_100k_times", "in.csv", "text\n" + "the same complaint again\n" * 100_000,
+         message="only one distinct text"),
+    Case("bad_timeout_setting", "in.csv", GOOD_CSV, message="TEXTCLUST_DB_TIMEOUT must be a number of seconds (got 'soon')",
+         extra={"env": {"TEXTCLUST_DB_TIMEOUT": "soon"}}),
 ]
 
 # Bugs: these inputs are rejected, but only after the database was opened (and, for a
@@ -83,7 +123,8 @@ def _invoke_case(case: Case, cli_invoke, make_file, tmp_path, db):
     else:
         input_path = make_file(case.filename, case.content)
     goal = case.extra.get("goal", "why the customer is unhappy")
-    return cli_invoke(case.command, input_path, "--goal", goal, "--db", db, *case.args)
+    with mock.patch.dict(os.environ, case.extra.get("env", {})):
+        return cli_invoke(case.command, input_path, "--goal", goal, "--db", db, *case.args)
 
 
 def _assert_clean_error(result, message: str):
@@ -197,3 +238,199 @@ def test_export_to_missing_folder_is_a_clean_error(cli_invoke, copy_db, fake_run
     assert result.stderr.strip().startswith("textclust: error: -o ")
     assert "does not exist" in result.stderr
     assert not target.parent.exists()
+
+
+# --- inputs that are partly bad, odd or huge: the run goes on and says what it did ----------------
+#
+# These run the whole CLI with the fake embedding model: the texts' vectors are put in the
+# cache first (``_prefill``), so no model is loaded.
+
+FAKE_ARGS = ("--embedding-model", FAKE_MODEL, "--k", "2", "--reduction", "none")
+
+
+def _prefill(db_path, texts):
+    """Store ``texts`` (already normalised) and fake vectors in two blobs, plus one extra text so
+    that the prefill corpus is never the corpus of the run under test."""
+    corpus = corpus_from_texts(list(texts) + ["prefill only, never in an input"], name="prefill")
+    rng = np.random.default_rng(0)
+    centers = np.eye(8)[:2]
+    X = np.array([centers[i % 2] + 0.05 * rng.normal(size=8) for i in range(corpus.n_texts)])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    db = Database(db_path)
+    try:
+        db.save_corpus(corpus)
+        db.store_embeddings(FAKE_MODEL, corpus.text_ids, X.astype(np.float32))
+    finally:
+        db.close()
+
+
+def _run_ok(cli_invoke, input_path, db, *args):
+    result = cli_invoke("run", input_path, "--goal", "what the text is about", "--db", db, *FAKE_ARGS, *args)
+    assert result.exit_code == 0, f"{result.stderr}\n{result.exception!r}"
+    assert "Traceback" not in result.output
+    con = sqlite3.connect(db)
+    try:
+        corpus = con.execute(
+            "SELECT id, n_rows, n_texts, n_empty, n_duplicate_rows FROM corpora ORDER BY id DESC LIMIT 1").fetchone()
+        rows = con.execute("SELECT r.row_index, r.row_key, t.text FROM input_rows r LEFT JOIN texts t ON t.id = r.text_id "
+                           "WHERE r.corpus_id = ? ORDER BY r.row_index", (corpus[0],)).fetchall()
+        status = con.execute("SELECT status FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    finally:
+        con.close()
+    assert status == "complete"
+    return {"n_rows": corpus[1], "n_texts": corpus[2], "n_empty": corpus[3], "n_duplicate_rows": corpus[4],
+            "rows": rows}
+
+
+def test_mixed_encodings_skip_the_undecodable_rows_and_say_so(cli_invoke, make_file, tmp_path):
+    content = (b"id,text\n1,first text here\n2,caf\xc3\xa9 in utf-8\n3,th\xe9 in latin-1\n"
+               b"4,fourth text\n5,fifth text\n")
+    path = make_file("mixed.csv", content)
+    corpus = read_corpus(path, id_column="id")
+    assert corpus.notes == ["skipped 1 row whose text is not valid UTF-8 (first: line 4, byte 0xe9); "
+                            "re-save the file as UTF-8 to keep them"]
+    assert (corpus.n_rows, corpus.n_texts, corpus.n_empty, corpus.n_skipped) == (5, 4, 1, 1)
+    assert "5 rows, 4 distinct texts, 1 empty (1 of them unreadable, skipped)" in corpus.summary()
+    db = tmp_path / "mixed.db"
+    _prefill(db, ["first text here", "caf\u00e9 in utf-8", "fourth text", "fifth text"])
+    stored = _run_ok(cli_invoke, path, db, "--id-column", "id")
+    assert (stored["n_rows"], stored["n_texts"], stored["n_empty"]) == (5, 4, 1)
+    assert stored["rows"][2] == (2, "3", None)  # the row is kept (exports line up), without a text
+    assert stored["rows"][1][2] == "caf\u00e9 in utf-8"
+
+
+def test_undecodable_id_is_replaced_not_skipped(make_file):
+    corpus = read_corpus(make_file("ids.csv", b"id,text\nT\xe91,first text\nT2,second text\n"), id_column="id")
+    assert corpus.row_keys == ["T\ufffd1", "T2"] and corpus.n_skipped == 0 and corpus.notes == []
+
+
+def test_utf16_with_a_byte_order_mark_is_decoded(cli_invoke, make_file, tmp_path):
+    path = make_file("wide.csv", "text\nfirst text\nsecond text\n".encode("utf-16"))
+    corpus = read_corpus(path)
+    assert list(corpus.texts.values()) == ["first text", "second text"]
+    assert corpus.notes == ["decoded as UTF-16 (the file starts with a UTF-16 byte-order mark)"]
+    db = tmp_path / "wide.db"
+    _prefill(db, ["first text", "second text"])
+    assert _run_ok(cli_invoke, path, db)["n_texts"] == 2
+
+
+def test_mixed_types_and_nan_in_jsonl(cli_invoke, make_file, tmp_path):
+    lines = ['{"id": 1, "text": "a real text here"}', '{"id": 2, "text": 42}', '{"id": 3, "text": null}',
+             '{"id": 4, "text": NaN}', '{"id": 5, "text": ["a", "list"]}', '{"id": 6, "text": true}',
+             '{"id": 7}', '{"id": 8.5, "text": "another real text"}', '{"text": "third text", "id": "x"}',
+             '{"id": null, "text": 1.5}']
+    path = make_file("types.jsonl", "\n".join(lines) + "\n")
+    corpus = read_corpus(path, id_column="id")
+    assert corpus.row_keys == ["1", "2", "3", "4", "5", "6", "7", "8.5", "x", "9"]
+    assert list(corpus.texts.values()) == ["a real text here", "42", "another real text", "third text", "1.5"]
+    assert corpus.n_skipped == 2 and corpus.n_empty == 5
+    assert corpus.notes == [
+        "skipped 1 row whose text is not a string (a JSON array; first: line 5)",
+        "skipped 1 row whose text is not a string (a boolean; first: line 6)",
+    ]
+    db = tmp_path / "types.db"
+    _prefill(db, list(corpus.texts.values()))
+    stored = _run_ok(cli_invoke, path, db, "--id-column", "id")
+    assert (stored["n_rows"], stored["n_texts"], stored["n_empty"]) == (10, 5, 5)
+
+
+def test_nan_like_strings_in_csv_are_text(make_file):
+    """A CSV has no types: "NaN", "null", "None" are what the user wrote."""
+    corpus = read_corpus(make_file("nan.csv", "id,text\n1,NaN\n2,null\n3,None\n4,\n5,real text here\n"))
+    assert list(corpus.texts.values()) == ["NaN", "null", "None", "real text here"]
+    assert corpus.n_empty == 1
+
+
+def test_one_megabyte_text_is_stored_once(cli_invoke, make_file, tmp_path):
+    big = " ".join(f"word{i % 97}" for i in range(160_000))
+    assert len(big) > 1_000_000
+    path = make_file("big.csv", f"id,text\n1,{big}\n2,a short complaint about a parcel\n3,another short one\n")
+    db = tmp_path / "big.db"
+    _prefill(db, [big, "a short complaint about a parcel", "another short one"])
+    stored = _run_ok(cli_invoke, path, db)
+    assert stored["n_texts"] == 3 and stored["rows"][0][2] == big
+    con = sqlite3.connect(db)
+    try:
+        holders = []
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            for column in [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]:
+                n = con.execute(f'SELECT count(*) FROM "{table}" WHERE length("{column}") > 100000').fetchone()[0]
+                holders += [f"{table}.{column}"] * n
+    finally:
+        con.close()
+    assert holders == ["texts.text"]  # one copy: no truncated or second copy anywhere
+
+
+def test_long_text_is_truncated_to_the_model_window_and_counted(tmp_path):
+    """Real model: a 1 MB text costs a page, gives the vector of the whole text, and is counted."""
+    big = " ".join(f"word{i % 97}" for i in range(160_000))
+    short = "a short complaint about a parcel"
+    embedder = Embedder(progress=False)
+    vectors = embedder.encode([big, short])
+    assert embedder.window == 256 and embedder.n_truncated == 1
+    whole = embedder._load().encode([big, short], normalize_embeddings=True, convert_to_numpy=True)
+    assert np.allclose(vectors, whole, atol=1e-5)
+    db = Database(tmp_path / "long.db")
+    corpus = corpus_from_texts([big, short])
+    db.save_corpus(corpus)
+    matrix, report = embed_texts(db, embedder, corpus.text_ids, [corpus.texts[t] for t in corpus.text_ids])
+    assert (report.computed, report.cached, report.truncated, report.window) == (2, 0, 1, 256)
+    assert np.allclose(matrix, whole, atol=1e-5)
+    again, report = embed_texts(db, Embedder(progress=False), corpus.text_ids, [corpus.texts[t] for t in corpus.text_ids])
+    assert (report.computed, report.cached, report.truncated, report.window) == (0, 2, 0, None)  # model not loaded
+    assert np.array_equal(again, matrix)
+    db.close()
+
+
+def test_100k_duplicate_rows(cli_invoke, make_file, tmp_path):
+    texts = ["my parcel never arrived", "the box was crushed", "charged twice for one order"]
+    path = make_file("dups.csv", "text\n" + "".join(f"{texts[i % 3]}\n" for i in range(100_000)))
+    db = tmp_path / "dups.db"
+    _prefill(db, texts)
+    start = time.perf_counter()
+    stored = _run_ok(cli_invoke, path, db)
+    elapsed = time.perf_counter() - start
+    assert (stored["n_rows"], stored["n_texts"], stored["n_empty"], stored["n_duplicate_rows"]) == (
+        100_000, 3, 0, 99_997)
+    assert len(stored["rows"]) == 100_000
+    assert elapsed < 120, f"100k duplicate rows took {elapsed:.0f}s"
+
+
+UNICODE = [
+    # (raw text, stored text)
+    ("\u0627\u0644\u0637\u0644\u0628 \u0648\u0635\u0644 \u0645\u062a\u0623\u062e\u0631\u0627 \u062c\u062f\u0627",) * 2,
+    ("\u05d4\u05d4\u05d6\u05de\u05e0\u05d4 \u05d4\u05d2\u05d9\u05e2\u05d4 \u05e9\u05d1\u05d5\u05e8\u05d4",) * 2,
+    ("\U0001f4e6 box arrived \U0001f4a5 broken",) * 2,
+    ("\U0001f468\u200d\U0001f469\u200d\U0001f467 family order lost",) * 2,  # ZWJ sequence kept
+    ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \u067e\u0648\u0644",) * 2,  # ZWNJ (Persian) kept
+    ("\u202egnp.exe\u202c is a file name",) * 2,  # bidi override kept (escaped by the reports)
+    ("\U0001d518\U0001d52b\U0001d526\U0001d520\U0001d52c\U0001d521\U0001d522 letters",) * 2,
+    ("cafe\u0301 order", "caf\u00e9 order"),  # NFC
+    ("\ufeffBOM at the start", "BOM at the start"),
+    ("zero\u200bwidth space", "zero width space"),
+    ("soft\u00adhyphen", "softhyphen"),
+    ("bell\x07 and escape\x1b[31m red", "bell and escape [31m red"),
+    ("line\u2028separator", "line separator"),
+    ("\u200b\u200b", None),  # nothing visible: empty
+    ("\u200e\u200f", None),
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_unicode_edge_cases(fmt, cli_invoke, make_file, tmp_path):
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["text"])
+        writer.writerows([raw] for raw, _ in UNICODE)
+        path = make_file("uni.csv", buffer.getvalue())
+    else:
+        path = make_file("uni.jsonl", "".join(json.dumps({"text": raw}) + "\n" for raw, _ in UNICODE))
+    corpus = read_corpus(path)
+    expected = [want for _, want in UNICODE]
+    assert [corpus.texts.get(t) if t else None for t in corpus.row_text_ids] == expected
+    assert all(t == text_id(corpus.texts[t]) for t in corpus.texts)
+    db = tmp_path / "uni.db"
+    _prefill(db, [t for t in expected if t])
+    stored = _run_ok(cli_invoke, path, db)
+    assert [text for _, _, text in stored["rows"]] == expected

@@ -112,8 +112,18 @@ def test_second_identical_run_computes_zero_embeddings(sample_run, sample_path, 
     from textclust.embed import Embedder
 
     db = copy_db(sample_run.db)
-    # A re-run over cached texts must not even load the model.
-    monkeypatch.setattr(Embedder, "_load", lambda self: pytest.fail("the embedding model was loaded"))
+    # A re-run over cached texts embeds no text again: the model only encodes the goal and the
+    # candidate terms (a few hundred short strings, never a corpus text).
+    assert cli_invoke("export", sample_run.run_id, "--format", "json", "-o", db.with_suffix(".json"),
+                      "--db", db).exit_code == 0
+    encode = Embedder.encode
+    encoded = []
+
+    def recording(self, texts, *args, **kwargs):
+        encoded.extend(texts)
+        return encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "encode", recording)
     result = cli_invoke("run", sample_path, "--goal", GOAL, "--db", db, "--json")
     assert result.exit_code == 0, result.output
     assert f"embeddings: 0 computed, {N_TEXTS} from cache" in result.stderr
@@ -123,6 +133,10 @@ def test_second_identical_run_computes_zero_embeddings(sample_run, sample_path, 
     assert data["stats"]["embeddings_computed"] == 0
     assert data["stats"]["embeddings_cached"] == N_TEXTS
     assert "rows" not in data
+    rows = json.loads(db.with_suffix(".json").read_text())["rows"]
+    corpus_texts = {r["text"] for r in rows if r["text"]}
+    assert encoded and not corpus_texts & set(encoded)
+    assert all(len(t.split()) <= 8 for t in encoded)
     counts = table_counts(db)
     assert counts["runs"] == 2
     assert counts["corpora"] == 1  # the same corpus, stored once

@@ -225,3 +225,110 @@ def test_offline_explainer_fixed_k(blobs):
 def test_offline_notice_says_extractive_and_no_language_model():
     assert "No language model was configured" in OFFLINE_NOTICE
     assert "extractive" in OFFLINE_NOTICE
+
+
+# --- the goal steers the offline wording and order (issue #6, item 3) -----------------------------
+
+from textclust.explain import EXPLAINER_OFFLINE, EXPLAINER_SEEDED  # noqa: E402
+from textclust.explain.goal import embed_goal, goal_focus, goal_similarity  # noqa: E402
+from textclust.explain.propose_offline import goal_term_order  # noqa: E402
+
+
+def test_goal_term_order_blends_distinctiveness_and_goal_similarity():
+    terms = ["red", "cracked", "mug"]
+    scores = np.array([5.0, 4.0, 1.0])  # distinctiveness 1.0, 0.8, 0.2
+    vectors = np.vstack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)])
+    # goal along "cracked": 0.8 + 1.0 beats 1.0 + 0
+    assert goal_term_order(terms, scores, vectors, unit(0, 1, 0)) == ["cracked", "red", "mug"]
+    # goal along "mug": 0.2 + 1.0 beats 1.0 + 0 and 0.8 + 0
+    assert goal_term_order(terms, scores, vectors, unit(0, 0, 1)) == ["mug", "red", "cracked"]
+    # a goal equally similar to every term keeps the distinctiveness order; weight 0 too
+    assert goal_term_order(terms, scores, vectors, unit(1, 1, 1)) == terms
+    assert goal_term_order(terms, scores, vectors, unit(0, 0, 1), weight=0.0) == terms
+
+
+def test_goal_focus_drops_the_instruction():
+    assert goal_focus("Cluster the complaints by why the customer is unhappy.") == "why the customer is unhappy"
+    assert goal_focus("Cluster the customer messages by what the customer wants the bank to do or explain.") \
+        == "what the customer wants the bank to do or explain"
+    assert goal_focus("Group these reviews according to the product") == "the product"
+    assert goal_focus("  the reviewer's   sentiment ") == "the reviewer's sentiment"
+    assert goal_focus("cluster") == "cluster"
+
+
+def test_proposals_are_ordered_by_similarity_to_the_goal(blobs):
+    # Blob g lies along the g-th axis; a goal along axis 2 puts blob 2's candidate first.
+    goal = unit(0.1, 0.3, 1, 0, 0, 0, 0, 0)
+    plain = propose_extractive(blobs.X, blobs.texts, blobs.groups)
+    steered = propose_extractive(blobs.X, blobs.texts, blobs.groups, goal_vector=goal)
+    assert [c.source_cluster for c in plain] == [0, 1, 2]
+    assert [c.source_cluster for c in steered] == [2, 1, 0]
+    similarity = goal_similarity(steered, goal)
+    assert np.all(np.diff(similarity) <= 0)
+    np.testing.assert_allclose(similarity, [c.vector @ goal for c in steered], rtol=1e-5)
+    # Same candidates otherwise: same terms (no embed given), same vectors.
+    by_cluster = {c.source_cluster: c for c in plain}
+    for c in steered:
+        assert c.terms == by_cluster[c.source_cluster].terms
+        np.testing.assert_array_equal(c.vector, by_cluster[c.source_cluster].vector)
+    with pytest.raises(ValueError, match="same model"):
+        propose_extractive(blobs.X, blobs.texts, blobs.groups, goal_vector=np.ones(3))
+
+
+def test_goal_does_not_change_which_texts_are_explained(blobs):
+    goal = unit(0.1, 0.3, 1, 0, 0, 0, 0, 0)
+    words = {}
+
+    def embed(terms):  # a fake word model: a fixed random unit vector per word
+        rng = np.random.default_rng(0)
+        for t in terms:
+            words.setdefault(t, unit(*rng.normal(size=8)))
+        return np.vstack([words[t] for t in terms])
+
+    clusterer = EmbeddingClusterer(algorithm="kmeans", k=3, reduction="none")
+    labels = clusterer.fit(blobs.X).labels_
+    weights = np.ones(len(labels))
+    plain = OfflineExplainer(k=3, clusterer=clusterer).explain(blobs.X, blobs.texts, labels, weights)
+    steered = OfflineExplainer(k=3, clusterer=clusterer, embed=embed).explain(
+        blobs.X, blobs.texts, labels, weights, goal_vector=goal)
+    assert words, "the explainer embedded the candidate terms"
+
+    def groups(result):
+        index, _, _ = result.primary()
+        return {frozenset(np.flatnonzero(index == j)) for j in result.selected}
+
+    assert groups(plain) == groups(steered)
+    assert steered.candidates[0].source_cluster == int(np.argmax([(blobs.X[labels == c].mean(0)) @ goal
+                                                                 for c in range(3)]))
+
+
+@pytest.fixture(scope="module")
+def real_embed():
+    from textclust.embed import Embedder
+
+    return Embedder(progress=False).encode
+
+
+def test_a_goal_about_x_puts_x_words_first(real_embed):
+    """Real model. By counts alone 'red' leads cluster 0 (5 mentions vs 4 for 'cracked'); a goal
+    about damage must put 'cracked' first, a goal about colour must keep 'red' first."""
+    texts = ["red kettle cracked", "red mug cracked", "red lamp cracked", "red plate cracked", "red vase",
+             "blue parcel late", "blue chair late", "blue sofa late", "blue desk late", "blue rug"]
+    labels = np.array([0] * 5 + [1] * 5)
+    assert distinctive_terms(texts, labels)[0][:2] == ["red", "cracked"]
+    damage = embed_goal("Cluster the orders by what arrived damaged or broken.", real_embed)
+    colour = embed_goal("Cluster the orders by the colour of the product.", real_embed)
+    assert distinctive_terms(texts, labels, goal_vector=damage, embed=real_embed)[0][:2] == ["cracked", "red"]
+    assert distinctive_terms(texts, labels, goal_vector=colour, embed=real_embed)[0][:2] == ["red", "cracked"]
+    # Without embed, a goal cannot rank words: counts decide.
+    assert distinctive_terms(texts, labels, goal_vector=damage)[0][:2] == ["red", "cracked"]
+    # And the candidate's wording follows: "cracked / red", "mentions cracked or red".
+    X = np.vstack(real_embed(texts))
+    steered = propose_extractive(X, texts, labels, goal_vector=damage, embed=real_embed)
+    named = {c.source_cluster: c for c in steered}
+    assert named[0].name == "cracked / red" and named[0].text == "mentions cracked or red"
+
+
+def test_explainer_names():
+    assert EXPLAINER_OFFLINE == "offline-extractive"
+    assert EXPLAINER_SEEDED == "offline-seeded"

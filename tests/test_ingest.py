@@ -149,6 +149,12 @@ def test_sample_corpus_counts(sample_path):
         (None, ""),
         (float("nan"), ""),
         (42, "42"),
+        ("bell\x07 esc\x1b[0m del\x7f", "bell esc [0m del"),  # C0 controls are spaces
+        ("em\x97dash", "em\x97dash"),  # C1 controls (mis-decoded cp1252) are kept: ids do not change
+        ("zero\u200bwidth", "zero width"),  # the zero-width space separates words
+        ("\ufeffword\u2060joiner soft\u00adhyphen", "wordjoiner softhyphen"),  # invisible hints dropped
+        ("\u200b \u200e\u200f \ufeff", ""),  # nothing visible: empty
+        ("a\u200db \u200cc \u200fd", "a\u200db \u200cc \u200fd"),  # joiners and bidi marks kept
     ],
 )
 def test_normalize_text(raw, expected):
@@ -356,3 +362,65 @@ def test_invalid_utf8_error_names_byte_and_line(make_file):
 def test_invalid_utf8_error_names_byte_and_line_after_a_bom(make_file):
     with pytest.raises(InputError, match=r"not valid UTF-8 \(byte 0xe9 on line 3\)"):
         read_corpus(make_file("bad_bom.csv", b"\xef\xbb\xbftext\nabc\n\xe9t\xe9\n"))
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def test_large_csv_is_streamed_with_only_the_used_columns(make_file):
+    rows = ["id,text,label,unused"] + [f"r{i},text number {i} here,{i % 3},{'x' * 50}" for i in range(25_000)]
+    corpus = read_corpus(make_file("big.csv", "\n".join(rows) + "\n"), id_column="id", extra_columns=("label",))
+    assert corpus.n_rows == corpus.n_texts == 25_000
+    assert corpus.row_keys[-1] == "r24999" and corpus.extra["label"][:4] == ["0", "1", "2", "0"]
+    assert corpus.texts[corpus.row_text_ids[-1]] == "text number 24999 here"
+
+
+def test_parquet_in_batches(tmp_path):
+    n = 23_456  # more than one batch and more than the sample
+    path = tmp_path / "many.parquet"
+    pd.DataFrame({"id": [f"p{i}" for i in range(n)], "text": [f"parquet text {i}" for i in range(n)],
+                  "other": range(n)}).to_parquet(path, index=False, row_group_size=5000)
+    corpus = read_corpus(path, id_column="id")
+    assert corpus.n_rows == corpus.n_texts == n
+    assert corpus.row_keys[12_345] == "p12345"
+    assert corpus.texts[corpus.row_text_ids[-1]] == f"parquet text {n - 1}"
+
+
+def test_csv_line_numbers_count_quoted_newlines(make_file):
+    content = 'text\n"first\nsecond line of the first"\nok text\n"a","b"\n'
+    with pytest.raises(InputError, match="line 5 has 2 fields but the header has 1"):
+        read_corpus(make_file("nl.csv", content))
+
+
+def test_csv_blank_lines_are_not_rows_but_quoted_empties_are(make_file):
+    corpus = read_corpus(make_file("blank.csv", 'text\nfirst text\n\n""\nsecond text\n\n'))
+    assert corpus.n_rows == 3 and corpus.n_empty == 1
+
+
+def test_csv_fewer_fields_than_the_header(make_file):
+    corpus = read_corpus(make_file("short.csv", "id,text\n1,first text\n2\n3,third text\n"), id_column="id")
+    assert corpus.row_keys == ["1", "2", "3"] and corpus.row_text_ids[1] is None
+
+
+def test_csv_header_names_like_pandas(make_file):
+    corpus = read_corpus(make_file("h.csv", "text,text,,x\nsome words here,other words here,a,b\n"))
+    assert corpus.columns == ["text", "text.1", "Unnamed: 2", "x"]
+
+
+def test_csv_field_larger_than_the_csv_module_default(make_file):
+    big = "word " * 60_000  # 300k characters, above csv's default field limit (131072)
+    corpus = read_corpus(make_file("big.csv", f'text\n"{big}"\nsmall text\n'))
+    assert corpus.n_texts == 2 and len(next(iter(corpus.texts.values()))) == len(big.strip())
+
+
+def test_jsonl_ids_keep_their_integer_form(make_file):
+    """pandas turned an int column with a gap into floats ("1.0"); streaming keeps "1"."""
+    lines = ['{"id": 1, "text": "first text"}', '{"text": "second text"}', '{"id": 3, "text": "third text"}']
+    corpus = read_corpus(make_file("ids.jsonl", "\n".join(lines) + "\n"), id_column="id")
+    assert corpus.row_keys == ["1", "1", "3"]  # the missing id falls back to the row index
+
+
+def test_summary_line(make_file):
+    corpus = read_corpus(make_file("s.csv", "text\nalpha beta\n\"\"\nalpha beta\ngamma delta\n"))
+    assert corpus.summary() == (f"{corpus.source}: 4 rows, 2 distinct texts, 1 empty, 1 duplicate rows "
+                                "(column 'text')")

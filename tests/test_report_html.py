@@ -402,7 +402,7 @@ def test_report_errors(fake_run_db, copy_db, tmp_path, cli_invoke):
     con.close()
     result = cli_invoke("report", fake_run_db.run_id, "-o", tmp_path / "f.html", "--db", failed)
     assert result.exit_code == 2
-    assert f"run {fake_run_db.run_id} is failed: boom; only complete runs have a report" in result.stderr
+    assert f"run {fake_run_db.run_id} is failed: boom; only complete (or budget-stopped) runs have a report" in result.stderr
     assert not (tmp_path / "f.html").exists() and not (tmp_path / "x.html").exists()
 
 

@@ -285,7 +285,7 @@ def test_failure_while_storing_leaves_no_partial_results(copy_db, fake_run_db, m
         raise RuntimeError("disk full (simulated)")
 
     # utcnow is called at the very end of the storing transaction.
-    monkeypatch.setattr("textclust.pipeline.utcnow", fail)
+    monkeypatch.setattr("textclust.store.write.utcnow", fail)
     with pytest.raises(RuntimeError):
         Pipeline(db, fake_run_db.settings).run(fake_run_db.corpus, "which topic the text is about")
     failed_id = max(run.id for run, _ in db.list_runs())
@@ -321,7 +321,7 @@ def test_failed_run_through_the_cli(cli_invoke, copy_db, fake_run_db, monkeypatc
     out = tmp_path / "failed.csv"
     exported = cli_invoke("export", failed_id, "-o", out, "--db", path)
     assert exported.exit_code == 2
-    assert exported.stderr.strip() == f"textclust: error: run {failed_id} is failed; only complete runs can be exported"
+    assert exported.stderr.strip() == f"textclust: error: run {failed_id} is failed; only complete (or budget-stopped) runs can be exported"
     assert not out.exists()
 
 

@@ -54,6 +54,62 @@ def user_errors(command):
     return wrapper
 
 
+LLM_OPTIONS = [
+    click.option("--llm-model", help="Language model for propose/assign (any OpenAI-compatible server). "
+                                     "Default: $TEXTCLUST_LLM_MODEL or the config file; none = offline."),
+    click.option("--llm-base-url", help="The server's base URL, e.g. http://127.0.0.1:8080/v1 "
+                                        "(default: $OPENAI_BASE_URL, else OpenAI)."),
+    click.option("--llm-api-key-env", metavar="NAME",
+                 help="Environment variable holding the API key (default OPENAI_API_KEY). The key is never stored."),
+    click.option("--llm-gguf", type=click.Path(dir_okay=False),
+                 help="Run a local GGUF model in-process instead of a server (needs textclust[local])."),
+    click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                 help="TOML file with an [llm] table (default: $TEXTCLUST_CONFIG, ./textclust.toml, "
+                      "~/.config/textclust/config.toml)."),
+    click.option("--no-llm", is_flag=True, help="Ignore any configured language model: run offline."),
+    click.option("--example", "examples", multiple=True, metavar="TEXT",
+                 help="An example of the kind of explanation you want, shown to the proposer (repeatable)."),
+    click.option("--depth", type=int, default=1, show_default=True,
+                 help="2 = also propose sub-explanations inside each selected explanation."),
+    click.option("--n-samples", type=int, default=40, show_default=True, help="Texts the proposer reads per round."),
+    click.option("--n-explanations", type=int, default=8, show_default=True,
+                 help="Explanations asked for per proposal."),
+    click.option("--batch-size", type=int, default=10, show_default=True, help="Texts per assignment call."),
+    click.option("--prefilter", type=int, default=5, show_default=True,
+                 help="Candidates each text is checked against, the most similar by embedding (0 = all)."),
+    click.option("--escalations", type=int, default=3, show_default=True,
+                 help="A text that fits none of its checked candidates is asked about its next ones, "
+                      "up to this many times a round."),
+    click.option("--merge-threshold", type=float, default=0.9, show_default=True,
+                 help="Proposals at least this similar (cosine) to an existing candidate are merged into it."),
+    click.option("--max-candidate-share", type=float,
+                 help="Drop candidates matching more than this share of texts (GoalEx uses 0.4; off by default)."),
+    click.option("--max-chars", type=int, default=1000, show_default=True, help="Longer texts are cut in prompts."),
+    click.option("--max-calls", type=int, help="Stop after this many language-model calls (partial result kept)."),
+    click.option("--max-tokens", type=int, help="Stop after this many prompt+completion tokens (partial result kept)."),
+    click.option("--concurrency", type=int, help="Parallel language-model requests (default 4)."),
+    click.option("--llm-timeout", type=float, help="Seconds before a language-model request is retried (default 60)."),
+    click.option("--llm-structured", type=click.Choice(["auto", "json_schema", "json_object_schema", "json_object", "none"]),
+                 help="How to ask for JSON (default auto: json_schema, falling back as the server requires)."),
+]
+
+
+def _llm_config(kwargs: dict):
+    """The LLMConfig from flags, environment and config file; None = offline."""
+    from .llm.config import LLMConfig
+
+    if kwargs.get("no_llm"):
+        return None
+    overrides = {name: kwargs[flag] for name, flag in (("max_calls", "max_calls"), ("max_tokens", "max_tokens"),
+                                                       ("concurrency", "concurrency"), ("timeout", "llm_timeout"),
+                                                       ("structured", "llm_structured"),
+                                                       ("seed", "random_state"))
+                 if kwargs.get(flag) is not None}
+    return LLMConfig.resolve(model=kwargs.get("llm_model"), base_url=kwargs.get("llm_base_url"),
+                             api_key_env=kwargs.get("llm_api_key_env"), config_path=kwargs.get("config_path"),
+                             gguf=kwargs.get("llm_gguf"), **overrides)
+
+
 def run_options(command):
     """Options shared by `run` and `eval`: what changes a run's result."""
     options = [
@@ -73,8 +129,9 @@ def run_options(command):
                      help="HDBSCAN: largest share of the texts one cluster may hold."),
         click.option("--embedding-model", default="all-MiniLM-L6-v2", show_default=True,
                      help="sentence-transformers model name or local folder."),
-        click.option("--rounds", type=int, default=2, show_default=True,
-                     help="Propose/assign/select rounds; later rounds explain what is still uncovered."),
+        click.option("--rounds", type=int,
+                     help="Propose/assign/select rounds; later rounds explain what is still uncovered "
+                          "(default: 2 offline, 3 with a language model)."),
         click.option("--min-share", type=float, default=0.005, show_default=True,
                      help="Automatic K: the least share of texts an explanation must add to be kept."),
         click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."),
@@ -85,7 +142,7 @@ def run_options(command):
                           ".json (list of {name, explanation}) or .csv (columns name, explanation)."),
         click.option("--only-candidates", is_flag=True,
                      help="Propose nothing: each text gets the seeded explanations it fits, or none."),
-    ]
+    ] + LLM_OPTIONS
     for option in reversed(options):
         command = option(command)
     return command
@@ -109,6 +166,16 @@ def _settings(kwargs: dict):
         rounds=kwargs["rounds"],
         min_share=kwargs["min_share"],
         random_state=kwargs["random_state"],
+        examples=list(kwargs.get("examples") or ()) or None,
+        depth=kwargs["depth"],
+        n_samples=kwargs["n_samples"],
+        n_explanations=kwargs["n_explanations"],
+        batch_size=kwargs["batch_size"],
+        prefilter=kwargs["prefilter"],
+        escalations=kwargs["escalations"],
+        merge_threshold=kwargs["merge_threshold"],
+        max_candidate_share=kwargs["max_candidate_share"],
+        max_chars=kwargs["max_chars"],
     )
 
 
@@ -129,29 +196,87 @@ def cli():
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @run_options
+@click.option("--dry-run", is_flag=True,
+              help="Print the estimated language-model calls and tokens per stage, then stop (nothing is sent).")
 @DB_OPTION
 @JSON_OPTION
 @user_errors
-def run(input_path, db_path, as_json, **kwargs):
+def run(input_path, db_path, as_json, dry_run, **kwargs):
     """Cluster the texts in INPUT (CSV, TSV, JSONL, JSON, TXT or Parquet) for a goal."""
     from .ingest import read_corpus
     from .pipeline import Pipeline
-    from .report import print_summary
-    from .results import load_run
     from .store import Database
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"])
     settings = _settings(kwargs)
+    llm = _llm_config(kwargs)
+    if llm is not None:
+        settings.llm = {}  # validated as "a model is configured"; the pipeline fills in which one
     settings.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
     _log(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
-    run_id = Pipeline(db, settings, log=_log).run(corpus, kwargs["goal"])
+    for note in corpus.notes:
+        _log(note)
+    pipeline = Pipeline(db, settings, log=_log, llm=llm)
+    if llm is None:
+        _log("no language model configured (--llm-model): offline explainer")
+    else:
+        _log(f"language model: {llm.model} at {settings.llm['server']}")
+    if dry_run:
+        _print_estimate(pipeline.estimate(corpus, kwargs["goal"]), as_json)
+        return
+    run_id = pipeline.run(corpus, kwargs["goal"])
+    _print_run(db, run_id, as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("--llm-api-key-env", metavar="NAME",
+              help="Environment variable holding the API key (default: as when the run started, OPENAI_API_KEY).")
+@click.option("--max-calls", type=int, help="Stop after this many language-model calls (partial result kept).")
+@click.option("--max-tokens", type=int, help="Stop after this many prompt+completion tokens (partial result kept).")
+@click.option("--concurrency", type=int, help="Parallel language-model requests.")
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def resume(run_id, llm_api_key_env, max_calls, max_tokens, concurrency, db_path, as_json):
+    """Finish an interrupted, failed or budget-stopped run with its stored settings.
+
+    Language-model answers the run already received come from the response cache: nothing
+    is paid for twice.
+    """
+    from .resume import resume_run
+
+    db = _existing_db(db_path)
+    run_id = resume_run(db, run_id, log=_log, api_key_env=llm_api_key_env, max_calls=max_calls,
+                        max_tokens=max_tokens, concurrency=concurrency)
+    _print_run(db, run_id, as_json)
+
+
+def _print_run(db, run_id: int, as_json: bool) -> None:
+    from .report import print_summary
+    from .results import load_run
+
     result = load_run(db, run_id, include_rows=False)
     if as_json:
         click.echo(json.dumps(result.to_dict(include_rows=False), indent=2, default=str))
     else:
         print_summary(result)
+
+
+def _print_estimate(estimate: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(estimate, indent=2))
+        return
+    click.echo("Estimated language-model use (dry run: nothing was sent)")
+    click.echo(f"{'stage':<10}{'calls':>8}{'prompt tokens':>16}{'completion tokens':>20}")
+    for stage in ("propose", "assign", "total"):
+        row = estimate.get(stage) or {}
+        click.echo(f"{stage:<10}{row.get('calls', 0):>8}{row.get('prompt_tokens', 0):>16}"
+                   f"{row.get('completion_tokens', 0):>20}")
+    if estimate.get("note"):
+        click.echo(estimate["note"])
 
 
 @cli.command()
@@ -236,12 +361,16 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], (label_column,),
                          format=kwargs["input_format"])
     settings = _settings(kwargs)
+    llm = _llm_config(kwargs)
+    if llm is not None:
+        settings.llm = {}
     settings.validate(corpus.n_texts, kwargs["goal"])
     db = Database(db_path)
+    pipeline = Pipeline(db, settings, log=_log, llm=llm)
     corpus_id = db.save_corpus(corpus)
     run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), settings.to_dict())
     if run_id is None:
-        run_id = Pipeline(db, settings, log=_log).run(corpus, kwargs["goal"])
+        run_id = pipeline.run(corpus, kwargs["goal"])
     else:
         _log(f"reusing complete run {run_id} with the same corpus, goal and settings")
     result = load_run(db, run_id)
@@ -311,6 +440,28 @@ def compare(run_a, run_b, output, db_path, as_json):
         print_comparison(data)
     if output:
         _log(f"wrote the comparison of runs {run_a} and {run_b} to {output}")
+
+
+@cli.command()
+@click.option("--fix", is_flag=True,
+              help="Repair what can be repaired: mark runs stuck in 'running' as failed, upgrade an old schema. "
+                   "Use only when no textclust run is working on the database.")
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def doctor(fix, db_path, as_json):
+    """Check the database: SQLite integrity, foreign keys, schema version, runs stuck in 'running'.
+
+    Exit status 0 when healthy (or every problem was fixed), 1 when problems remain.
+    """
+    from .store.doctor import check_database
+
+    found = check_database(db_path, fix=fix)
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2, default=str))
+    else:
+        click.echo("\n".join(found.lines()))
+    click.get_current_context().exit(0 if found.healthy else 1)
 
 
 def _existing_db(path: str):

@@ -5,6 +5,12 @@ The default model, all-MiniLM-L6-v2, is loaded from the PyPI package
 local folder works too. Vectors are L2-normalised float32 and cached per
 (model, text id): a re-run over the same texts computes nothing and does not even
 load the model.
+
+A model reads at most ``max_seq_length`` tokens (256 for the default); longer texts
+are truncated by the model. The embedder counts them (``Embedder.n_truncated``,
+``EmbeddingReport.truncated``) and hands the model only a prefix of a very long text
+(cut at a space, still longer than the window), so a 1 MB text costs no more than a
+page: the vector is the same.
 """
 
 from __future__ import annotations
@@ -41,6 +47,13 @@ class Embedder:
         self.device = device
         self.progress = progress  # None: show a bar only on a terminal
         self._model = None
+        self.n_truncated = 0  # texts encoded so far that were longer than the model's window
+
+    @property
+    def window(self) -> int | None:
+        """The most tokens the model reads (special tokens included); None if unknown."""
+        value = getattr(self._load(), "max_seq_length", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
 
     def _load(self):
         if self._model is None:
@@ -65,7 +78,10 @@ class Embedder:
         chunks = []
         try:
             for start in range(0, len(texts), self.batch_size * 8):
-                batch = texts[start : start + self.batch_size * 8]
+                batch, n_long = self._fit_window(model, texts[start : start + self.batch_size * 8])
+                if n_long:
+                    self.n_truncated += n_long
+                    bar.set_postfix_str(f"{self.n_truncated} over {self.window} tokens, truncated", refresh=False)
                 vectors = model.encode(
                     batch,
                     batch_size=self.batch_size,
@@ -80,6 +96,31 @@ class Embedder:
                 bar.close()
         dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
         return np.vstack(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+
+    def _fit_window(self, model, texts: list[str]) -> tuple[list[str], int]:
+        """The texts as the model should get them, and how many are longer than its window.
+
+        A text longer than ``CLIP_TOKENS_CHARS`` characters per window token is cut at a
+        space; the cut is used only when it still holds more tokens than the window, so
+        the model sees exactly the tokens it would have kept from the whole text.
+        """
+        window = self.window
+        tokenizer = getattr(model, "tokenizer", None)
+        if window is None or tokenizer is None or not callable(tokenizer):
+            return texts, 0
+        limit = window * CLIP_TOKENS_CHARS
+        clipped = [_clip(t, limit) if len(t) > limit else t for t in texts]
+        try:
+            lengths = _token_counts(tokenizer, clipped, window)
+            out, n_long = [], 0
+            for text, cut, n in zip(texts, clipped, lengths):
+                if cut is not text and n < window + _MARGIN:  # the cut is too short after all: use the whole text
+                    cut, n = text, _token_counts(tokenizer, [text], window)[0]
+                out.append(cut)
+                n_long += n > window
+            return out, n_long
+        except Exception:  # counting is informative only; never fail a run over it
+            return texts, 0
 
     def progress_bar(self, total: int) -> tqdm:
         return tqdm(total=total, desc="embedding", unit="text", disable=self._bar_disabled())
@@ -98,27 +139,65 @@ def _quiet_transformers() -> None:
         pass
 
 
+# A text longer than this many characters per window token is cut before tokenising
+# (a token is rarely longer than 16 characters; if the cut holds too few tokens the
+# whole text is used).
+CLIP_TOKENS_CHARS = 16
+
+
+# The cut must hold this many tokens more than the window, so that a word split by a
+# hard cut (a text without spaces) only changes tokens the model drops anyway.
+_MARGIN = 8
+
+
+def _clip(text: str, limit: int) -> str:
+    """The first ``limit`` characters, cut back to the last space (a hard cut if there is none)."""
+    if text[limit : limit + 1].isspace():
+        return text[:limit]
+    parts = text[:limit].rsplit(None, 1)
+    return parts[0] if len(parts) == 2 else text[:limit]
+
+
+def _token_counts(tokenizer, texts: list[str], window: int) -> list[int]:
+    """Tokens of each text, special tokens included, counted up to window + _MARGIN."""
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=window + _MARGIN,
+                        return_attention_mask=False, return_token_type_ids=False)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
 @dataclass
 class EmbeddingReport:
     computed: int
     cached: int
+    truncated: int = 0  # computed texts longer than the model's window (the model read their start)
+    window: int | None = None  # the model's window in tokens, when the model was loaded
 
 
 def embed_texts(db, embedder: Embedder, text_ids: list[str], texts: list[str], chunk: int = 2048):
-    """Vectors for ``texts`` (aligned with ``text_ids``), from the cache where possible.
+    """Vectors for ``texts`` (aligned with distinct ``text_ids``), from the cache where possible.
 
-    New vectors are written to the database chunk by chunk, so an interrupted run
-    keeps what it already paid for.
+    Returns ``(matrix, report)``: one float32 row per text. Cached vectors are read
+    straight into the matrix; new vectors are written to the database chunk by chunk,
+    so an interrupted run keeps what it already paid for.
     """
-    cached = db.cached_embeddings(embedder.model, text_ids)
-    missing = [i for i, t in enumerate(text_ids) if t not in cached]
+    matrix, found = db.load_embeddings(embedder.model, text_ids)
+    missing = np.flatnonzero(~found).tolist()
+    truncated_before = embedder.n_truncated
     if missing:
         with embedder.progress_bar(len(missing)) as bar:
             for start in range(0, len(missing), chunk):
                 idx = missing[start : start + chunk]
                 vectors = embedder.encode([texts[i] for i in idx], bar=bar)
-                ids = [text_ids[i] for i in idx]
-                db.store_embeddings(embedder.model, ids, vectors)
-                cached.update(zip(ids, vectors))
-    matrix = np.vstack([cached[t] for t in text_ids]).astype(np.float32)
-    return matrix, EmbeddingReport(computed=len(missing), cached=len(text_ids) - len(missing))
+                db.store_embeddings(embedder.model, [text_ids[i] for i in idx], vectors)
+                if matrix is None:
+                    matrix = np.empty((len(text_ids), vectors.shape[1]), dtype=np.float32)
+                matrix[idx] = vectors
+    if matrix is None:  # no texts at all
+        matrix = np.zeros((0, 0), dtype=np.float32)
+    report = EmbeddingReport(
+        computed=len(missing),
+        cached=len(text_ids) - len(missing),
+        truncated=embedder.n_truncated - truncated_before,
+        window=embedder.window if embedder._model is not None else None,
+    )
+    return matrix, report

@@ -33,6 +33,7 @@ class ClusterSummary:
     terms: list[str]
     examples: list[str]
     round: int
+    evidence: list[str] = field(default_factory=list)  # the model's quotes from member texts (LLM runs)
 
 
 @dataclass
@@ -115,10 +116,13 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
             created_at=run.created_at.isoformat(timespec="seconds"),
             error=run.error,
         )
-        if run.status != "complete":
+        if run.status not in FINISHED:
             return result
 
-        explanations = {e.id: e for e in s.scalars(select(Explanation).where(Explanation.run_id == run_id))}
+        # Top-level explanations only; sub-explanations (--depth 2) are in stats["hierarchy"].
+        explanations = {e.id: e for e in s.scalars(select(Explanation).where(Explanation.run_id == run_id,
+                                                                               Explanation.parent_id.is_(None)))}
+        evidence = _evidence(s, run_id, explanations)
         results = {r.text_id: r for r in s.scalars(select(TextResult).where(TextResult.run_id == run_id))}
         texts = dict(
             s.execute(
@@ -142,7 +146,7 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
                 "row_key": r.row_key,
                 "text_id": r.text_id,
                 "text": texts.get(r.text_id, "") if r.text_id else "",
-                "status": "empty" if res is None else ("covered" if exp else "uncovered"),
+                "status": _status(res, exp),
                 "cluster": None if res is None else res.cluster,
                 "explanation_id": exp.id if exp else None,
                 "explanation_name": exp.name if exp else None,
@@ -153,10 +157,40 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
                 "assigned_by": res.reason if res is not None and exp else None,
             }
         )
-    result.clusters = _summaries(explanations, rows)
+    result.clusters = _summaries(explanations, rows, evidence)
     if include_rows:
         result.rows = rows
     return result
+
+
+FINISHED = ("complete", "incomplete")  # incomplete: stopped by the language-model budget, partial result
+EVIDENCE_PER_CLUSTER = 3
+
+
+def _status(res, exp) -> str:
+    if res is None:
+        return "empty"
+    if exp is not None:
+        return "covered"
+    return "unparsed" if res.reason == "unparsed" else "uncovered"
+
+
+def _evidence(session, run_id: int, explanations: dict) -> dict[int, list[str]]:
+    """A few of the model's evidence quotes per selected explanation (none offline)."""
+    from .store.schema import Assignment
+
+    selected = [i for i, e in explanations.items() if e.selected]
+    quotes: dict[int, list[str]] = {}
+    rows = session.execute(
+        select(Assignment.explanation_id, Assignment.evidence)
+        .where(Assignment.run_id == run_id, Assignment.explanation_id.in_(selected), Assignment.evidence.is_not(None))
+        .order_by(Assignment.explanation_id, Assignment.text_id)
+    )
+    for exp_id, quote in rows:
+        found = quotes.setdefault(exp_id, [])
+        if len(found) < EVIDENCE_PER_CLUSTER and quote.strip() and quote not in found:
+            found.append(quote)
+    return quotes
 
 
 def _explained_by(explanation: Explanation) -> str:
@@ -187,7 +221,7 @@ def _secondary_matches(session, run_id: int, explanations: dict) -> dict:
     return result
 
 
-def _summaries(explanations: dict, rows: list[dict]) -> list[ClusterSummary]:
+def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = None) -> list[ClusterSummary]:
     non_empty = sum(1 for r in rows if r["status"] != "empty")
     by_explanation: dict = {}
     for r in rows:
@@ -209,6 +243,7 @@ def _summaries(explanations: dict, rows: list[dict]) -> list[ClusterSummary]:
                 terms=list(exp.terms or []),
                 examples=[r["text"] for r in by_score[:EXAMPLES_PER_CLUSTER]],
                 round=exp.round,
+                evidence=(evidence or {}).get(exp.id, []),
             )
         )
     summaries.sort(key=lambda c: -c.size)

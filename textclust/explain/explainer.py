@@ -4,11 +4,17 @@ This loop is the GoalEx method's skeleton; the proposer is pluggable. Offline, i
 proposes extractive explanations from clusters; round r > 1 re-clusters only the
 texts no selected explanation covers, proposes for those, and re-selects among all
 candidates. It stops when the rounds run out or coverage stops improving.
+
+Given the goal's embedding (``explain(..., goal_vector=...)``) and a function that embeds
+words with the same model (``OfflineExplainer(embed=...)``), each round's candidates are
+ordered by their similarity to the goal and each candidate's words are goal-ranked
+(see ``propose_offline``); which texts an explanation matches does not change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -37,9 +43,12 @@ def join_seeds(seeded: SeedAssignment, proposed: Assignment | None) -> tuple[Ass
     ), np.hstack([reasons, extra])
 
 EXPLAINER_OFFLINE = "offline-extractive"
+# --only-candidates: no proposing, texts classified into the seeded explanations (seeded.py).
+EXPLAINER_SEEDED = "offline-seeded"
 OFFLINE_NOTICE = (
     "No language model was configured: explanations are extractive (distinctive words of each "
-    "cluster) and texts are assigned by embedding similarity; the goal is recorded but not interpreted."
+    "cluster, those closest in meaning to the goal first) and texts are assigned by embedding "
+    "similarity; the goal orders words and explanations but does not change which texts are grouped."
 )
 # Coverage must rise by at least this much for another round to be kept.
 MIN_COVERAGE_GAIN = 0.005
@@ -122,7 +131,10 @@ class OfflineExplainer:
         beta: float = 2.0,
         margin: float | None = 0.05,
         seeds: tuple[list[Candidate], "SeedAssignment"] | None = None,
+        embed: Callable[[list[str]], np.ndarray] | None = None,
     ):
+        # Embeds words with the texts' model (unit vectors); used only with a goal vector.
+        self.embed = embed
         self.seeds = seeds  # (seed candidates, their offline assignment): joined to every round
         self.beta = beta
         self.margin = margin
@@ -133,9 +145,17 @@ class OfflineExplainer:
         self.lambda_overlap = lambda_overlap
         self.clusterer = clusterer or EmbeddingClusterer()
 
-    def explain(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray) -> Explanation:
+    def explain(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray, *,
+                goal_vector: np.ndarray | None = None) -> Explanation:
+        """Run the rounds. ``goal_vector``: the goal's unit embedding (same model as ``X``), or None."""
         seed_candidates = self.seeds[0] if self.seeds else []
-        candidates = seed_candidates + propose_extractive(X, texts, labels, round=1)
+        embed = _Memo(self.embed) if self.embed is not None and goal_vector is not None else None
+
+        def propose(round_labels, round_number, calibration=None):
+            return propose_extractive(X, texts, round_labels, round=round_number, calibration_labels=calibration,
+                                      goal_vector=goal_vector, embed=embed)
+
+        candidates = seed_candidates + propose(labels, 1)
         result = self._assign_and_select(X, candidates, weights)
         result.rounds.append(RoundRecord(1, labels, len(candidates), result.selection))
         for round_number in range(2, self.rounds + 1):
@@ -146,7 +166,7 @@ class OfflineExplainer:
             # Known negatives for calibration: texts already explained, by their explanation.
             primary, _, _ = result.primary()
             calibration = np.where(uncovered, round_labels, np.where(primary >= 0, 1_000_000 + primary, NOISE))
-            new = propose_extractive(X, texts, round_labels, round=round_number, calibration_labels=calibration)
+            new = propose(round_labels, round_number, calibration)
             if not new:
                 break
             attempt = self._assign_and_select(X, candidates + new, weights)
@@ -193,3 +213,17 @@ class OfflineExplainer:
         labels = np.full(len(X), NOISE)
         labels[subset] = fitted.labels_
         return labels
+
+
+class _Memo:
+    """Embeds each distinct word once per explain() call (rounds share most words)."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray]):
+        self.embed = embed
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, words: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(w for w in words if w not in self.vectors))
+        if missing:
+            self.vectors.update(zip(missing, np.asarray(self.embed(missing))))
+        return np.vstack([self.vectors[w] for w in words]) if words else np.zeros((0, 0))

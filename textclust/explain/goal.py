@@ -1,14 +1,27 @@
-"""What an offline run cannot do with the goal, said plainly.
+"""The goal, offline: what it can steer, and what an offline run cannot do with it.
 
 Without a language model the explanations are extractive (the words that distinguish
-each cluster), so they describe *topics*. A goal that asks for sentiment, causes,
-counts or trends is recorded but not served; :func:`goal_gaps` names those parts by
-simple keyword matching so the summary can say so.
+each cluster), so they describe *topics*. The goal's embedding still ranks things:
+
+* :func:`embed_goal` — the goal's unit vector (same model as the texts), from the goal
+  without its instruction words ("Cluster the complaints by why the customer is unhappy."
+  → "why the customer is unhappy", see :func:`goal_focus`);
+* :func:`goal_similarity` — per candidate explanation, the cosine between its vector
+  (a cluster centroid, or a seeded explanation's embedding) and the goal; the offline
+  proposer orders its candidates by it and ranks each cluster's words by their own
+  similarity to the goal (``textclust.explain.propose_offline``).
+
+A goal that asks for sentiment, causes, counts, trends or style is recorded but that part
+is not served; :func:`goal_gaps` names those parts by simple keyword matching so the
+summary can say so.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Callable, Sequence
+
+import numpy as np
 
 # aspect -> words in the goal that ask for it
 ASPECTS = {
@@ -19,6 +32,45 @@ ASPECTS = {
     "counts or trends": ("how many", "how often", "trend", "trends", "over time", "increase", "decrease"),
     "style or language": ("style", "language", "written", "genre", "format"),
 }
+
+# "Cluster the complaints by ...", "Group these texts according to ...", "Sort the reviews into ..."
+_INSTRUCTION = re.compile(
+    r"^\s*(?:please\s+)?(?:cluster|group|sort|organi[sz]e|categori[sz]e|classify|split|divide|partition)\b"
+    r"(?:\s+(?:the|these|those|all|my|our|this|each))?(?:\s+[\w'-]+){0,2}?"
+    r"\s+(?:by|according\s+to|based\s+on|on|into)\s+(?P<rest>.+)$",
+    re.IGNORECASE,
+)
+
+
+def goal_focus(goal: str) -> str:
+    """The part of ``goal`` that says what matters, without the instruction to cluster:
+    "Cluster the complaints by why the customer is unhappy." → "why the customer is unhappy".
+    A goal that does not start with such an instruction is returned as is (trimmed)."""
+    text = " ".join(goal.split())
+    match = _INSTRUCTION.match(text)
+    rest = match.group("rest") if match else text
+    rest = rest.strip().rstrip(".!?;:").strip()
+    return rest or text
+
+
+def embed_goal(goal: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """The goal's unit vector: ``embed`` (the texts' model) applied to :func:`goal_focus` (goal)."""
+    vector = np.asarray(embed([goal_focus(goal)]), dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
+
+
+def goal_similarity(candidates: Sequence, goal_vector: np.ndarray) -> np.ndarray:
+    """Cosine between each candidate's ``vector`` and the goal, one float per candidate, in
+    ``candidates`` order (the offline proposer returns its candidates in descending order)."""
+    if len(candidates) == 0:
+        return np.zeros(0)
+    V = np.vstack([np.asarray(c.vector, dtype=np.float64) for c in candidates])
+    g = np.asarray(goal_vector, dtype=np.float64).reshape(-1)
+    if V.shape[1] != g.shape[0]:
+        raise ValueError(f"goal_vector has {g.shape[0]} dimensions, the candidates' vectors {V.shape[1]}")
+    norms = np.linalg.norm(V, axis=1) * (np.linalg.norm(g) or 1.0)
+    return (V @ g) / np.where(norms == 0, 1.0, norms)
 
 
 def goal_gaps(goal: str) -> list[str]:

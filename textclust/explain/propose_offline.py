@@ -5,9 +5,25 @@ distinguish a cluster from the others (class-based TF-IDF, as in BERTopic):
 "mentions refund, charged or billing error". The candidate is scored by similarity
 to its cluster's centroid, so the words summarise the texts it matches. These
 explanations are extractive: they describe, they do not reason about the goal.
+
+The goal still steers the wording and the order, when its embedding is given
+(``goal_vector``, and ``embed`` to embed the terms with the same model):
+
+* each cluster's terms are ordered by ``distinctiveness + GOAL_WEIGHT × cosine(term, goal)``,
+  where distinctiveness is the term's c-TF-IDF divided by the cluster's highest
+  (1 for the most distinctive term). The candidate terms are the cluster's
+  ``TERM_POOL × top_n`` most distinctive ones, so a goal-related word must still be
+  distinctive to be shown; it only moves ahead of less goal-related ones.
+* the candidates of a round are ordered by the cosine between their cluster centroid and
+  the goal (most goal-related first; see :func:`textclust.explain.goal.goal_similarity`).
+
+Which texts a candidate matches does not depend on the goal: it is still scored by its
+centroid.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
@@ -16,12 +32,18 @@ from ..cluster import NOISE, centroids
 from .candidates import Candidate
 
 TOKEN_PATTERN = r"(?u)\b[^\W\d_][\w'-]*[^\W_]\b"  # words of 2+ chars, no pure numbers
+GOAL_WEIGHT = 1.0  # weight of a term's cosine to the goal against its relative distinctiveness (0..1)
+TERM_POOL = 3  # terms considered per cluster: TERM_POOL × top_n most distinctive
+
+Embed = Callable[[list[str]], np.ndarray]
 
 
-def distinctive_terms(texts: list[str], labels: np.ndarray, top_n: int = 8) -> dict[int, list[str]]:
-    """Top c-TF-IDF terms (1–2 word phrases) per non-noise cluster label."""
+def scored_terms(texts: list[str], labels: np.ndarray, pool: int) -> dict[int, tuple[list[str], np.ndarray]]:
+    """Per non-noise cluster: its ``pool`` most distinctive terms (1–2 word phrases, c-TF-IDF > 0),
+    best first, and their c-TF-IDF scores."""
+    from scipy.sparse import csr_matrix
+
     cluster_ids = sorted(set(labels.tolist()))
-    documents = [" ".join(texts[i] for i in np.flatnonzero(labels == c)) for c in cluster_ids]
     vectorizer = CountVectorizer(
         stop_words="english",
         ngram_range=(1, 2),
@@ -30,11 +52,15 @@ def distinctive_terms(texts: list[str], labels: np.ndarray, top_n: int = 8) -> d
         lowercase=True,
     )
     try:
-        counts = vectorizer.fit_transform(documents).astype(np.float64)
+        per_text = vectorizer.fit_transform(texts).astype(np.float64)
     except ValueError:  # only stop words / no tokens at all
-        return {c: [] for c in cluster_ids if c != NOISE}
+        return {c: ([], np.zeros(0)) for c in cluster_ids if c != NOISE}
     vocabulary = np.array(vectorizer.get_feature_names_out())
-    counts = counts.toarray()
+    # Counted per text, then summed per cluster: a two-word phrase never spans two texts.
+    row_of = {c: r for r, c in enumerate(cluster_ids)}
+    membership = csr_matrix((np.ones(len(texts)), ([row_of[c] for c in labels.tolist()], np.arange(len(texts)))),
+                            shape=(len(cluster_ids), len(texts)))
+    counts = (membership @ per_text).toarray()
     # Terms must recur: a phrase seen once says nothing about a cluster.
     counts[counts < 2] = 0
     class_sizes = counts.sum(axis=1, keepdims=True)
@@ -46,9 +72,52 @@ def distinctive_terms(texts: list[str], labels: np.ndarray, top_n: int = 8) -> d
     for row, c in enumerate(cluster_ids):
         if c == NOISE:
             continue
-        order = np.argsort(-scores[row])
-        result[c] = _distinct_phrases([vocabulary[j] for j in order[: top_n * 3] if scores[row, j] > 0], top_n)
+        order = [j for j in np.argsort(-scores[row])[:pool] if scores[row, j] > 0]
+        result[c] = ([str(vocabulary[j]) for j in order], scores[row, order])
     return result
+
+
+def goal_term_order(terms: list[str], scores: np.ndarray, term_vectors: np.ndarray, goal_vector: np.ndarray,
+                    weight: float = GOAL_WEIGHT) -> list[str]:
+    """``terms`` reordered by distinctiveness (score / best score) + ``weight`` × cosine to the goal.
+    Ties keep the distinctiveness order."""
+    if not terms:
+        return []
+    distinctiveness = scores / scores.max()
+    relevance = term_vectors @ goal_vector
+    order = np.argsort(-(distinctiveness + weight * relevance), kind="stable")
+    return [terms[i] for i in order]
+
+
+def distinctive_terms(
+    texts: list[str],
+    labels: np.ndarray,
+    top_n: int = 8,
+    goal_vector: np.ndarray | None = None,
+    embed: Embed | None = None,
+    goal_weight: float = GOAL_WEIGHT,
+) -> dict[int, list[str]]:
+    """Top c-TF-IDF terms (1–2 word phrases) per non-noise cluster label; with ``goal_vector``
+    and ``embed``, the most goal-related of the distinctive terms first (see module docstring)."""
+    pools = scored_terms(texts, labels, TERM_POOL * top_n)
+    steer = goal_vector is not None and embed is not None
+    vectors: dict[str, np.ndarray] = {}
+    if steer:
+        vocabulary = sorted({t for terms, _ in pools.values() for t in terms})
+        if vocabulary:
+            vectors = dict(zip(vocabulary, _unit(np.asarray(embed(vocabulary), dtype=np.float64))))
+        goal = _unit(np.asarray(goal_vector, dtype=np.float64))
+    result = {}
+    for c, (terms, scores) in pools.items():
+        if steer and terms:
+            terms = goal_term_order(terms, scores, np.vstack([vectors[t] for t in terms]), goal, goal_weight)
+        result[c] = _distinct_phrases(terms, top_n)
+    return result
+
+
+def _unit(M: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(M, axis=-1, keepdims=True)
+    return M / np.where(norms == 0, 1.0, norms)
 
 
 def _distinct_phrases(terms: list[str], limit: int) -> list[str]:
@@ -79,9 +148,19 @@ def propose_extractive(
     labels: np.ndarray,
     round: int = 1,
     calibration_labels: np.ndarray | None = None,
+    goal_vector: np.ndarray | None = None,
+    embed: Embed | None = None,
 ) -> list[Candidate]:
-    """One extractive candidate per non-noise cluster in ``labels`` (aligned with ``texts``)."""
-    terms = distinctive_terms(texts, labels)
+    """One extractive candidate per non-noise cluster in ``labels`` (aligned with ``texts``).
+
+    Without ``goal_vector`` the candidates come in cluster-label order and their terms in
+    c-TF-IDF order. With it, the candidates are ordered by their centroid's cosine to the
+    goal (most related first) and, when ``embed`` is given too, their terms are goal-ranked.
+    """
+    if goal_vector is not None and np.shape(goal_vector) != (X.shape[1],):
+        raise ValueError(f"goal_vector has shape {np.shape(goal_vector)}; the texts' vectors have {X.shape[1]} "
+                         "dimensions (embed the goal with the same model as the texts)")
+    terms = distinctive_terms(texts, labels, goal_vector=goal_vector, embed=embed)
     calib = labels if calibration_labels is None else calibration_labels
     candidates = []
     for label, vector in centroids(X, labels).items():
@@ -98,4 +177,9 @@ def propose_extractive(
                 calibration_labels=calib,
             )
         )
+    if goal_vector is not None and candidates:
+        from .goal import goal_similarity
+
+        order = np.argsort(-goal_similarity(candidates, goal_vector), kind="stable")
+        candidates = [candidates[i] for i in order]
     return candidates

@@ -3,14 +3,26 @@
 1. Score: cosine between each text's embedding and each seed's explanation embedding,
    centred per seed (minus the seed's mean score over the corpus), so a seed whose
    wording is simply "closer to everything" does not win every text.
-2. Pseudo-labels: the texts a seed wins by the widest margin over the other seeds
-   (top ``quantile`` of its winners) are taken as its examples ("seed match"). Texts
-   no closer to any seed than an unrelated text (best raw cosine <= 0) are examples
-   of "none of the seeds".
-3. A seeded logistic regression on the embeddings learns from these examples and
+2. Seed examples: the texts a seed wins by the widest margin over the other seeds
+   (top ``quantile`` of its winners) are taken as its examples ("seed match").
+3. "None" examples, calibrated on the data: for each seed, a cosine threshold that best
+   separates its own examples from the other seeds' examples (maximum F2, the same rule
+   as the extractive explanations' thresholds in ``assign.py``: a missed member costs more
+   than a stray one). A text below every seed's threshold is no more similar to any seed
+   than the texts that are about another seed: it is an example of "none of the seeds".
+   When the seeds are hard to tell apart in the embedding (e.g. "satisfied" vs
+   "dissatisfied"), the thresholds come out low and few texts are "none"; when they are
+   distinct topics, texts about a topic no seed names fall below all of them. Texts no
+   closer to any seed than an unrelated text (best raw cosine <= 0) are "none" examples
+   too. With a single seed there are no other seeds to calibrate against: its least
+   similar texts (bottom ``quantile``) stand for "not this".
+4. A seeded logistic regression on the embeddings learns from these examples and
    scores every text. A text fits each seed whose probability reaches both the
    "none" probability and 1 / number of classes; its reason is "seed match" when it was
    one of that seed's examples, else "classifier". A text that fits no seed is uncovered.
+
+The same texts and seeds always give the same result (no sampling; ``random_state`` is
+passed to the classifier).
 """
 
 from __future__ import annotations
@@ -19,17 +31,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .assign import calibrate_threshold
+
 REASON_SEED = "seed match"
 REASON_CLASSIFIER = "classifier"
 MIN_EXAMPLES = 3
+NONE_BETA = 2.0  # F-beta of the per-seed cosine thresholds that define "none" examples
 
 
 @dataclass
 class SeedAssignment:
     scores: np.ndarray  # n_texts × n_seeds probabilities
     matches: np.ndarray  # bool
-    thresholds: np.ndarray  # per seed
+    thresholds: np.ndarray  # per seed (probability)
     reasons: np.ndarray  # n_texts × n_seeds object: reason where matched, else None
+    cosine_thresholds: np.ndarray | None = None  # per seed: below all of them, a text is a "none" example
+    n_none_examples: int = 0
 
 
 def cosine_zero_shot(X: np.ndarray, E: np.ndarray) -> np.ndarray:
@@ -37,7 +54,21 @@ def cosine_zero_shot(X: np.ndarray, E: np.ndarray) -> np.ndarray:
     return (X @ E.T).argmax(axis=1)
 
 
-def assign_seeds(X: np.ndarray, E: np.ndarray, quantile: float = 0.5, random_state: int = 0) -> SeedAssignment:
+def none_thresholds(cos: np.ndarray, pseudo: np.ndarray, beta: float = NONE_BETA) -> np.ndarray:
+    """Per seed j: the cosine cut that best separates seed j's examples (``pseudo == j``) from the
+    other seeds' examples (max F-beta). -inf when seed j has no examples or there are no others."""
+    m = cos.shape[1]
+    cuts = np.full(m, -np.inf)
+    for j in range(m):
+        positive = pseudo == j
+        negative = (pseudo >= 0) & ~positive
+        if positive.any() and negative.any():
+            cuts[j] = calibrate_threshold(cos[:, j], positive, negative, beta)
+    return cuts
+
+
+def assign_seeds(X: np.ndarray, E: np.ndarray, quantile: float = 0.5, random_state: int = 0,
+                 none_beta: float = NONE_BETA) -> SeedAssignment:
     """Open-set assignment of the rows of ``X`` to the seeds embedded as rows of ``E``."""
     from sklearn.linear_model import LogisticRegression
 
@@ -62,8 +93,11 @@ def assign_seeds(X: np.ndarray, E: np.ndarray, quantile: float = 0.5, random_sta
         if m == 1:
             chosen = chosen[margin[chosen] > 0]
         pseudo[chosen] = j
-    if far.sum() >= MIN_EXAMPLES:
-        pseudo[far] = -1
+    cuts = none_thresholds(cos, pseudo, none_beta)
+    below_all = (cos < cuts[None, :]).all(axis=1)  # all False when a seed has no cut (-inf)
+    none = far | (below_all & (pseudo == -2))
+    if none.sum() >= MIN_EXAMPLES:
+        pseudo[none] = -1
     elif m == 1:  # one seed: its least similar texts stand for "not this"
         low = np.argsort(margin, kind="stable")[: max(MIN_EXAMPLES, int(quantile * n))]
         pseudo[low[pseudo[low] == -2]] = -1
@@ -93,4 +127,5 @@ def assign_seeds(X: np.ndarray, E: np.ndarray, quantile: float = 0.5, random_sta
         reasons[matches[:, j] & (pseudo == j), j] = REASON_SEED
     return SeedAssignment(
         scores=probs, matches=matches, thresholds=np.full(m, threshold), reasons=reasons,
+        cosine_thresholds=cuts, n_none_examples=int((pseudo == -1).sum()),
     )

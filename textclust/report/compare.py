@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TextclustError
-from ..results import RunResult, load_run
+from ..results import FINISHED, RunResult, load_run
 from .model import UNCOVERED
 
 
 def compare_runs(db, run_a: int, run_b: int) -> dict:
     a, b = (load_run(db, run_id, include_rows=True) for run_id in (run_a, run_b))
     for result in (a, b):
-        if result.status != "complete":
-            raise TextclustError(f"run {result.run_id} is {result.status}; only complete runs can be compared")
+        if result.status not in FINISHED:
+            raise TextclustError(f"run {result.run_id} is {result.status}; only complete (or budget-stopped) runs can be compared")
     same_corpus = a.corpus["id"] == b.corpus["id"]
     labels_b = {r["text_id"]: _label(r) for r in b.rows if r["status"] != "empty"}
     pairs = []

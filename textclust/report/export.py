@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import TextclustError
-from ..results import ROW_COLUMNS, RunResult
+from ..results import FINISHED, ROW_COLUMNS, RunResult
 from .markdown import md_cell, report_markdown
 from .model import ReportOptions, report_from_result
 
@@ -15,8 +15,8 @@ EXPORT_FORMATS = ("csv", "json", "md")
 
 
 def export_run(result: RunResult, fmt: str, path: str | Path) -> None:
-    if result.status != "complete":
-        raise TextclustError(f"run {result.run_id} is {result.status}; only complete runs can be exported")
+    if result.status not in FINISHED:
+        raise TextclustError(f"run {result.run_id} is {result.status}; only complete (or budget-stopped) runs can be exported")
     path = Path(path)
     if not path.parent.exists():
         raise TextclustError(f"-o {path}: folder {path.parent} does not exist")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TextclustError
-from ..results import RunResult, load_run
+from ..results import FINISHED, RunResult, load_run
 
 REPRESENTATIVE_TEXTS = 5  # per explanation
 MAX_LISTED = 200  # longest list of texts (overlaps, uncovered, unclustered) written into a report
@@ -55,9 +55,9 @@ def build_report(db, run_id: int, options: ReportOptions | None = None, with_map
 
 def report_from_result(result: RunResult, options: ReportOptions) -> dict:
     """Everything of the report but the map (which needs the database's embeddings)."""
-    if result.status != "complete":
+    if result.status not in FINISHED:
         detail = f": {result.error}" if result.error else ""
-        raise TextclustError(f"run {result.run_id} is {result.status}{detail}; only complete runs have a report")
+        raise TextclustError(f"run {result.run_id} is {result.status}{detail}; only complete (or budget-stopped) runs have a report")
     report = _summary(result)
     report["explanations"] = _explanations(result, options)
     report["overlaps"] = _overlaps(result, options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,13 +21,35 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import NotFoundError, TextclustError
 from ..ingest import Corpus
 from . import migrations
-from .schema import CorpusRow, Embedding, InputRow, Run, TextRow, utcnow
+from .schema import SCHEMA_VERSION, CorpusRow, Embedding, InputRow, Run, TextRow, utcnow
 
-BUSY_TIMEOUT_SECONDS = 30
+BUSY_TIMEOUT_SECONDS = 30.0
+TIMEOUT_ENV = "TEXTCLUST_DB_TIMEOUT"  # seconds to wait for a database another process is writing
+
+
+def busy_timeout() -> float:
+    """Seconds to wait for a lock held by another process: $TEXTCLUST_DB_TIMEOUT or 30."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return BUSY_TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 1e6:
+        raise TextclustError(f"{TIMEOUT_ENV} must be a number of seconds (got '{value}')")
+    return seconds
 
 
 class Database:
-    """A textclust SQLite database: ``Database(path)`` opens (and creates/migrates) it."""
+    """A textclust SQLite database: ``Database(path)`` opens (and creates/migrates) it.
+
+    Several processes may use one database at once: SQLite runs in WAL mode (readers
+    never wait) and a writer waits up to :func:`busy_timeout` seconds for another
+    writer. A transaction that reads before it writes (check-then-insert, e.g. "is
+    this corpus stored yet?") uses ``transaction(immediate=True)``, which takes the
+    write lock first so that another process cannot change what it read.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -34,37 +57,83 @@ class Database:
             raise TextclustError(f"--db {self.path}: is a directory")
         if not self.path.parent.exists():
             raise TextclustError(f"--db {self.path}: folder {self.path.parent} does not exist")
-        self.engine = create_engine(
-            f"sqlite:///{self.path}", connect_args={"timeout": BUSY_TIMEOUT_SECONDS}
-        )
+        self.timeout = busy_timeout()
+        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": self.timeout})
         event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            with self.engine.begin() as conn:
-                migrations.migrate(conn)
-            with self.engine.connect() as conn:
-                # Only now that the file is known to be ours: WAL lets readers work
-                # while a run writes (persistent in the file).
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        except DatabaseError as err:
+            self._open()
+        except OperationalError as err:
+            self.engine.dispose()
+            if _is_locked(err):
+                raise self._locked_error() from None
             raise TextclustError(f"--db {self.path}: not a usable SQLite database ({_short(err)})") from None
+        except DatabaseError as err:
+            self.engine.dispose()
+            raise TextclustError(f"--db {self.path}: not a usable SQLite database ({_short(err)})") from None
+        except TextclustError as err:
+            self.engine.dispose()
+            raise TextclustError(f"--db {self.path}: {err}") from None
+
+    def _open(self) -> None:
+        """Check the schema version (a read); create or migrate under the write lock only when needed."""
+        with self.engine.connect() as conn:
+            found = migrations.current_version(conn)
+            conn.rollback()
+            if found is None:
+                # An empty file is ours: WAL first (it cannot change inside a transaction);
+                # WAL lets readers work while a run writes, and persists in the file.
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if found is None or found < SCHEMA_VERSION:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # another process may be creating it right now
+                migrations.migrate(conn)
+                conn.commit()
+            elif found == SCHEMA_VERSION:
+                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                if str(mode).lower() != "wal":
+                    # Only now that the file is known to be ours.
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            else:
+                migrations.migrate(conn)  # raises: newer than this textclust
+
+    def _locked_error(self) -> TextclustError:
+        return TextclustError(
+            f"--db {self.path}: database is locked by another program (waited {self.timeout:g}s; "
+            f"set {TIMEOUT_ENV} to wait longer)"
+        )
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed together, or rolled back on any error."""
+    def transaction(self, immediate: bool = False) -> Iterator[Session]:
+        """A session whose work is committed together, or rolled back on any error.
+
+        ``immediate=True`` takes the write lock at the start (BEGIN IMMEDIATE): what the
+        transaction reads cannot be changed by another process before it commits. Without
+        it the lock is taken at the first write, and reads never wait for a writer.
+        """
         with self._sessions() as session:
             try:
+                if immediate:
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
                 yield session
                 session.commit()
             except OperationalError as err:
                 session.rollback()
-                if "locked" in str(err):
-                    raise TextclustError(
-                        f"--db {self.path}: database is locked by another program (waited {BUSY_TIMEOUT_SECONDS}s)"
-                    ) from None
+                if _is_locked(err):
+                    raise self._locked_error() from None
                 raise
             except BaseException:
                 session.rollback()
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A session for reads; a lock held too long by another program is a clean error."""
+        with self._sessions() as session:
+            try:
+                yield session
+            except OperationalError as err:
+                if _is_locked(err):
+                    raise self._locked_error() from None
                 raise
 
     def close(self) -> None:
@@ -74,7 +143,7 @@ class Database:
 
     def save_corpus(self, corpus: Corpus) -> int:
         """Store the corpus once (keyed by its content fingerprint); return its id."""
-        with self.transaction() as s:
+        with self.transaction(immediate=True) as s:  # two processes may store the same corpus at once
             existing = s.scalar(select(CorpusRow.id).where(CorpusRow.fingerprint == corpus.fingerprint))
             if existing is not None:
                 return existing
@@ -82,11 +151,12 @@ class Database:
             ids = corpus.text_ids
             for chunk in _chunks(ids, 900):
                 known.update(s.scalars(select(TextRow.id).where(TextRow.id.in_(chunk))))
-            new_texts = [
-                {"id": t, "text": corpus.texts[t], "n_chars": len(corpus.texts[t])} for t in ids if t not in known
-            ]
-            if new_texts:
-                s.execute(TextRow.__table__.insert(), new_texts)
+            new_ids = [t for t in ids if t not in known]
+            for chunk in _chunks(new_ids, _INSERT_CHUNK):  # bounded memory for large corpora
+                s.execute(
+                    TextRow.__table__.insert(),
+                    [{"id": t, "text": corpus.texts[t], "n_chars": len(corpus.texts[t])} for t in chunk],
+                )
             row = CorpusRow(
                 fingerprint=corpus.fingerprint,
                 name=corpus.name,
@@ -101,20 +171,24 @@ class Database:
             )
             s.add(row)
             s.flush()
-            s.execute(
-                InputRow.__table__.insert(),
-                [
-                    {"corpus_id": row.id, "row_index": i, "row_key": key, "text_id": tid}
-                    for i, (key, tid) in enumerate(zip(corpus.row_keys, corpus.row_text_ids))
-                ],
-            )
+            for start in range(0, corpus.n_rows, _INSERT_CHUNK):
+                stop = start + _INSERT_CHUNK
+                s.execute(
+                    InputRow.__table__.insert(),
+                    [
+                        {"corpus_id": row.id, "row_index": start + i, "row_key": key, "text_id": tid}
+                        for i, (key, tid) in enumerate(
+                            zip(corpus.row_keys[start:stop], corpus.row_text_ids[start:stop])
+                        )
+                    ],
+                )
             return row.id
 
     # --- embeddings ---------------------------------------------------------------
 
     def cached_embeddings(self, model: str, text_ids: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
-        with self._sessions() as s:
+        with self._reading() as s:
             for chunk in _chunks(text_ids, 900):
                 rows = s.execute(
                     select(Embedding.text_id, Embedding.vector).where(
@@ -124,6 +198,33 @@ class Database:
                 for tid, blob in rows:
                     found[tid] = np.frombuffer(blob, dtype=np.float32)
         return found
+
+    def load_embeddings(self, model: str, text_ids: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Cached vectors read straight into one float32 matrix (no per-text copies).
+
+        Returns ``(matrix, found)``: row i holds text_ids[i]'s vector where ``found[i]``;
+        ``matrix`` is None when nothing is cached. ``text_ids`` must be distinct.
+        """
+        position = {t: i for i, t in enumerate(text_ids)}
+        found = np.zeros(len(text_ids), dtype=bool)
+        matrix = None
+        with self._reading() as s:
+            for chunk in _chunks(text_ids, 900):
+                rows = s.execute(
+                    select(Embedding.text_id, Embedding.vector).where(
+                        Embedding.model == model, Embedding.text_id.in_(chunk)
+                    )
+                )
+                for tid, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32)
+                    if matrix is None:
+                        matrix = np.empty((len(text_ids), vector.shape[0]), dtype=np.float32)
+                    if vector.shape[0] != matrix.shape[1]:
+                        continue  # a damaged cache entry: computed again
+                    i = position[tid]
+                    matrix[i] = vector
+                    found[i] = True
+        return matrix, found
 
     def store_embeddings(self, model: str, text_ids: list[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -165,7 +266,7 @@ class Database:
 
     def find_complete_run(self, corpus_id: int, goal: str, settings: dict) -> int | None:
         """The newest complete run with exactly these inputs, for reuse (e.g. by ``eval``)."""
-        with self._sessions() as s:
+        with self._reading() as s:
             return s.scalar(
                 select(Run.id)
                 .where(Run.settings_key == settings_key(corpus_id, goal, settings), Run.status == "complete")
@@ -173,14 +274,14 @@ class Database:
             )
 
     def get_run(self, run_id: int) -> Run:
-        with self._sessions() as s:
+        with self._reading() as s:
             run = s.get(Run, run_id)
             if run is None:
                 raise NotFoundError(f"no run with id {run_id} in {self.path}")
             return run
 
     def list_runs(self) -> list[tuple[Run, CorpusRow]]:
-        with self._sessions() as s:
+        with self._reading() as s:
             return [tuple(row) for row in s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id))]
 
 
@@ -194,6 +295,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+_INSERT_CHUNK = 20_000
+
+
+def _is_locked(err: Exception) -> bool:
+    message = str(getattr(err, "orig", err)).lower()
+    return "database is locked" in message or "database table is locked" in message or "busy" in message
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -4,7 +4,12 @@ A new database is created directly at the latest schema (``schema.Base.metadata`
 and stamped with every version up to :data:`schema.SCHEMA_VERSION`. A database at
 an older version is brought forward by running ``UPGRADES[v]`` for each missing
 version ``v`` in order, inside one transaction. Version 1 is the first release;
-version 2 adds ``text_results.reason`` (why a text's explanation fits it).
+version 2 adds ``text_results.reason`` (why a text's explanation fits it); version 3
+adds the language-model record (``llm_calls``, the ``llm_responses`` cache) and
+``explanations.parent_id`` / ``explanations.goal_similarity`` / ``assignments.evidence``.
+
+The DDL of each step is frozen here, as it was at that version, rather than taken
+from the models: a later change to a model must not change what an old step does.
 """
 
 from __future__ import annotations
@@ -21,8 +26,71 @@ def _add_reason(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE text_results ADD COLUMN reason VARCHAR(40)"))
 
 
+_V3_STATEMENTS = [
+    "ALTER TABLE explanations ADD COLUMN parent_id INTEGER REFERENCES explanations (id) ON DELETE SET NULL",
+    "ALTER TABLE explanations ADD COLUMN goal_similarity FLOAT",
+    "ALTER TABLE assignments ADD COLUMN evidence TEXT",
+    """CREATE TABLE llm_calls (
+	id INTEGER NOT NULL,
+	run_id INTEGER,
+	stage VARCHAR(40) NOT NULL,
+	model VARCHAR(300) NOT NULL,
+	server VARCHAR(500) NOT NULL,
+	messages JSON NOT NULL,
+	response_format VARCHAR(20) NOT NULL,
+	response TEXT,
+	finish_reason VARCHAR(40),
+	prompt_tokens INTEGER,
+	completion_tokens INTEGER,
+	latency_s FLOAT,
+	waited_s FLOAT NOT NULL,
+	status VARCHAR(20) NOT NULL,
+	error TEXT,
+	retries INTEGER NOT NULL,
+	repair_of INTEGER,
+	cache_key VARCHAR(64) NOT NULL,
+	created_at DATETIME NOT NULL,
+	PRIMARY KEY (id),
+	FOREIGN KEY(run_id) REFERENCES runs (id) ON DELETE SET NULL,
+	FOREIGN KEY(repair_of) REFERENCES llm_calls (id) ON DELETE SET NULL
+)""",
+    "CREATE INDEX ix_llm_calls_cache_key ON llm_calls (cache_key)",
+    "CREATE INDEX ix_llm_calls_run_id ON llm_calls (run_id)",
+    """CREATE TABLE llm_responses (
+	cache_key VARCHAR(64) NOT NULL,
+	server VARCHAR(500) NOT NULL,
+	model VARCHAR(300) NOT NULL,
+	response TEXT,
+	finish_reason VARCHAR(40),
+	refusal TEXT,
+	prompt_tokens INTEGER,
+	completion_tokens INTEGER,
+	created_at DATETIME NOT NULL,
+	PRIMARY KEY (cache_key)
+)""",
+]
+
+
+def _add_llm_record(conn: Connection) -> None:
+    # Each statement is skipped when what it adds is already there, so a database whose
+    # version stamps were rolled back by hand (as some tests do) upgrades cleanly too.
+    inspector = inspect(conn)
+    tables = set(inspector.get_table_names())
+    columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in ("explanations", "assignments")}
+    for statement in _V3_STATEMENTS:
+        words = statement.split()
+        if words[0] == "ALTER" and words[5] in columns[words[2]]:
+            continue
+        if words[:2] == ["CREATE", "TABLE"] and words[2] in tables:
+            continue
+        if words[:2] == ["CREATE", "INDEX"] and words[4] in tables:
+            continue
+        conn.execute(text(statement))
+
+
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("text_results.reason", _add_reason),
+    3: ("llm_calls, llm_responses; explanations.parent_id, goal_similarity; assignments.evidence", _add_llm_record),
 }
 
 NAMES = {1: "initial schema"}

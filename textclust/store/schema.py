@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> datetime:
@@ -147,6 +147,12 @@ class Explanation(Base):
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     n_matched: Mapped[int] = mapped_column(Integer, default=0)
     selected: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Added in schema version 3: the explanation this one refines (--depth 2 hierarchy),
+    # and the similarity of the explanation to the goal.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("explanations.id", ondelete="SET NULL"), nullable=True
+    )
+    goal_similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Assignment(Base):
@@ -157,6 +163,8 @@ class Assignment(Base):
     text_id: Mapped[str] = mapped_column(ForeignKey("texts.id"), primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     score: Mapped[float] = mapped_column(Float)
+    # The model's quote from the text that supports the match (None offline). Schema version 3.
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_assignments_run_text", "run_id", "text_id"),)
 
@@ -188,3 +196,54 @@ class TextResult(Base):
     # Why the primary explanation fits: "seed match" / "classifier" (seeded explanations),
     # "similarity" (proposed ones); None when uncovered. Added in schema version 2.
     reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class LLMCall(Base):
+    """One request to the language model (with its retries), or one answer served from the cache.
+
+    Written as soon as the request ends, so an interrupted run keeps the record of every
+    call it paid for. ``status``: ``ok`` (answered), ``cached`` (served from
+    ``llm_responses``; no request was sent), ``error`` (no usable answer: ``error`` says why).
+    ``run_id`` is SET NULL when a run is deleted: the record of what was sent and paid for
+    outlives the run, as the cache does. The API key is never stored. Schema version 3.
+    """
+
+    __tablename__ = "llm_calls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True, index=True)
+    stage: Mapped[str] = mapped_column(String(40))  # propose | assign | repair of either…
+    model: Mapped[str] = mapped_column(String(300))
+    server: Mapped[str] = mapped_column(String(500))  # base URL (or local model file); never a key
+    messages: Mapped[list] = mapped_column(JSON)
+    response_format: Mapped[str] = mapped_column(String(20))  # json_schema | json_object | none
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)  # raw content of the answer
+    finish_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # the last attempt
+    waited_s: Mapped[float] = mapped_column(Float, default=0.0)  # backoff between attempts
+    status: Mapped[str] = mapped_column(String(20))  # ok | cached | error
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    repair_of: Mapped[int | None] = mapped_column(ForeignKey("llm_calls.id", ondelete="SET NULL"), nullable=True)
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LLMResponse(Base):
+    """The response cache: the answer to one exact request (server, model, messages, parameters).
+
+    Re-running the same command serves every answer from here and sends nothing.
+    Schema version 3.
+    """
+
+    __tablename__ = "llm_responses"
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the request
+    server: Mapped[str] = mapped_column(String(500))
+    model: Mapped[str] = mapped_column(String(300))
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    refusal: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

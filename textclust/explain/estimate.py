@@ -1,0 +1,101 @@
+"""Dry run: how many calls and tokens the language-model explainer would spend.
+
+Nothing is sent. The prompts are rendered with the real templates (the round-1 propose
+prompt exactly, with the sample ``explain()`` would draw; assign prompts with each
+distinct text as it would appear in a data block), and tokens are counted with the
+client's ``estimate_tokens`` (about four characters a token). The assumptions for
+what cannot be known in advance are spelled out in the result's ``note``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..cluster import default_min_cluster_size
+from .assign_llm import AssignPrompt
+from .llm_explainer import CHILD_ROUNDS, MIN_CHILD_TEXTS
+from .propose_llm import data_line, propose_messages, truncate
+from .sampling import distinct_texts, stratified_sample
+
+ESCALATED_SHARE = 0.25  # assumed share of texts with no "yes" among their first candidates
+FURTHER_ESCALATED_SHARE = 0.1  # assumed share still without a "yes" at each further escalation
+PROPOSAL_TOKENS = 45  # one proposed explanation in the answer (name, predicate, JSON)
+ANSWER_TOKENS_PER_TEXT = 30  # one text's entry in an assign answer (id, about one match with evidence)
+MESSAGE_OVERHEAD = 4  # tokens per chat message (role, separators)
+_PLACEHOLDER = ("a four word name", "the text states a specific property that matters for the goal, "
+                "described precisely enough that a reader can decide yes or no for any single text")
+
+
+def estimate_llm(explainer, X, texts, labels, weights) -> dict:
+    e = explainer
+    count = getattr(e.client, "estimate_tokens", None) or (lambda s: max(1, len(s) // 4))
+
+    def tokens(messages) -> int:
+        return sum(count(m["content"]) + MESSAGE_OVERHEAD for m in messages)
+
+    labels = np.asarray(labels)
+    first, _ = distinct_texts(list(texts))
+    n = len(first)
+    distinct = [texts[i] for i in first]
+    rng = np.random.default_rng(e.random_state)
+    sample = stratified_sample(labels[first], e.n_samples, rng)
+    propose_prompt = tokens(propose_messages(e.goal, [distinct[i] for i in sample], e.n_explanations,
+                                             e.examples, e.max_chars))
+    # Per text, its line in a data block (ids and check lists of typical length).
+    line = [count(data_line({"id": "t10", "check": [1] * max(1, e.prefilter or 5),
+                             "text": truncate(t, e.max_chars)})) + 1 for t in distinct]
+    mean_line = float(np.mean(line)) if line else 0.0
+
+    def assign_pass(n_candidates: int, n_texts: float) -> tuple[int, int, int]:
+        if n_texts <= 0:
+            return 0, 0, 0
+        candidates = [(s.name, s.text) for s in e.seeds][:n_candidates]
+        candidates += [_PLACEHOLDER] * (n_candidates - len(candidates))
+        fixed = tokens(AssignPrompt(e.goal, candidates, e.max_chars).messages([]))
+        calls = math.ceil(n_texts / e.batch_size)
+        return calls, int(calls * fixed + n_texts * mean_line), int(n_texts * ANSWER_TOKENS_PER_TEXT)
+
+    stages = {"propose": [0, 0, 0], "assign": [0, 0, 0]}
+
+    def run_loop(n_texts: int, rounds: int, n_seeds: int, propose_tokens: int) -> None:
+        for r in range(1, rounds + 1):
+            m = n_seeds + r * e.n_explanations
+            stages["propose"][0] += 1
+            stages["propose"][1] += propose_tokens
+            stages["propose"][2] += e.n_explanations * PROPOSAL_TOKENS
+            passes = [n_texts]  # every text is asked once a round (new candidates reach most top lists)
+            if e.prefilter and m > e.prefilter and e.escalations:
+                passes.append(ESCALATED_SHARE * n_texts)
+                for step in range(2, e.escalations + 1):
+                    if m > step * e.prefilter:
+                        passes.append(FURTHER_ESCALATED_SHARE * n_texts)
+            for asked in passes:
+                for i, value in enumerate(assign_pass(m, asked)):
+                    stages["assign"][i] += value
+
+    run_loop(n, e.rounds, len(e.seeds), propose_prompt)
+    depth_note = ""
+    if e.depth >= 2:
+        size = getattr(e.clusterer, "min_cluster_size", None) or default_min_cluster_size(n)
+        needed = max(2 * size, MIN_CHILD_TEXTS)
+        parents = min(e.k or e.n_explanations + len(e.seeds), n // needed)
+        if parents:
+            for _ in range(parents):
+                run_loop(n // parents, min(CHILD_ROUNDS, e.rounds), 0, propose_prompt)
+            depth_note = (f"; depth 2: {parents} selected explanations of about {n // parents} texts each "
+                          f"get {min(CHILD_ROUNDS, e.rounds)} rounds of sub-explanations")
+    result = {stage: {"calls": v[0], "prompt_tokens": v[1], "completion_tokens": v[2]} for stage, v in stages.items()}
+    result["total"] = {key: result["propose"][key] + result["assign"][key]
+                       for key in ("calls", "prompt_tokens", "completion_tokens")}
+    result["note"] = (
+        f"estimate: {n} distinct texts; all {e.rounds} rounds run (the loop may stop earlier), each proposing "
+        f"{e.n_explanations} explanations, none merged; every round asks every text about its top "
+        f"{e.prefilter or 'all'} candidates in calls of {e.batch_size} texts, and "
+        f"{ESCALATED_SHARE:.0%} of texts are escalated once ({FURTHER_ESCALATED_SHARE:.0%} again, up to "
+        f"{e.escalations} times); ~{ANSWER_TOKENS_PER_TEXT} answer tokens per text; "
+        f"no retries; tokens ≈ characters / 4" + depth_note
+        + ". Servers with prefix caching bill the repeated assign prefix (goal, candidates, instructions) less."
+    )
+    return result
