@@ -228,7 +228,7 @@ def diagnose(oracle: BenchOracle, detail, candidates: list[dict], min_share: flo
         elif not mine["selected"]:
             cause = "candidate proposed but not selected"
         elif text not in oracle.checked_right:
-            cause = "never checked against its label's candidate (prefilter + one escalation)"
+            cause = "never checked against its label's candidate (prefilter + escalations)"
         elif predicted is not None:
             cause = "assigned to another explanation (oracle error)"
         else:

@@ -279,7 +279,7 @@ def _run_ok(cli_invoke, input_path, db, *args):
         con.close()
     assert status == "complete"
     return {"n_rows": corpus[1], "n_texts": corpus[2], "n_empty": corpus[3], "n_duplicate_rows": corpus[4],
-            "rows": rows}
+            "rows": rows, "stderr": result.stderr}
 
 
 def test_mixed_encodings_skip_the_undecodable_rows_and_say_so(cli_invoke, make_file, tmp_path):
@@ -297,6 +297,7 @@ def test_mixed_encodings_skip_the_undecodable_rows_and_say_so(cli_invoke, make_f
     assert (stored["n_rows"], stored["n_texts"], stored["n_empty"]) == (5, 4, 1)
     assert stored["rows"][2] == (2, "3", None)  # the row is kept (exports line up), without a text
     assert stored["rows"][1][2] == "caf\u00e9 in utf-8"
+    assert corpus.notes[0] in stored["stderr"].splitlines()  # said once, on its own line
 
 
 def test_undecodable_id_is_replaced_not_skipped(make_file):
@@ -311,7 +312,8 @@ def test_utf16_with_a_byte_order_mark_is_decoded(cli_invoke, make_file, tmp_path
     assert corpus.notes == ["decoded as UTF-16 (the file starts with a UTF-16 byte-order mark)"]
     db = tmp_path / "wide.db"
     _prefill(db, ["first text", "second text"])
-    assert _run_ok(cli_invoke, path, db)["n_texts"] == 2
+    stored = _run_ok(cli_invoke, path, db)
+    assert stored["n_texts"] == 2 and corpus.notes[0] in stored["stderr"].splitlines()
 
 
 def test_mixed_types_and_nan_in_jsonl(cli_invoke, make_file, tmp_path):
@@ -332,6 +334,7 @@ def test_mixed_types_and_nan_in_jsonl(cli_invoke, make_file, tmp_path):
     _prefill(db, list(corpus.texts.values()))
     stored = _run_ok(cli_invoke, path, db, "--id-column", "id")
     assert (stored["n_rows"], stored["n_texts"], stored["n_empty"]) == (10, 5, 5)
+    assert all(note in stored["stderr"].splitlines() for note in corpus.notes)
 
 
 def test_nan_like_strings_in_csv_are_text(make_file):

@@ -74,6 +74,16 @@ def test_healthy_database_json(cli_invoke, db):
     assert data["info"]["counts"]["runs"] == {"complete": 1}
 
 
+def test_a_run_whose_process_is_alive_is_in_progress_not_stuck(cli_invoke, db):
+    import socket
+
+    stats = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    _sql(db, f"UPDATE runs SET status = 'running', finished_at = NULL, stats = '{stats}'")
+    result = _doctor(cli_invoke, db)
+    assert result.exit_code == 0, result.stdout
+    assert "1 run in progress in a live process" in result.stdout
+
+
 def test_stuck_run_is_found_and_fixed(cli_invoke, db):
     _sql(db, "UPDATE runs SET status = 'running', finished_at = NULL")
     digest = file_sha256(db)
@@ -81,8 +91,8 @@ def test_stuck_run_is_found_and_fixed(cli_invoke, db):
     assert result.exit_code == 1
     problem = [line for line in result.stdout.splitlines() if line.startswith("  PROBLEM")]
     assert len(problem) == 1
-    assert problem[0].startswith("  PROBLEM  runs: 1 run in status 'running': run 1 (started ")
-    assert "interrupted, or still running in another process (fix only when none is)" in problem[0]
+    assert problem[0].startswith("  PROBLEM  runs: 1 run in status 'running' whose process is gone: run 1 (started ")
+    assert "interrupted (re-run the same command or `textclust resume RUN_ID` to finish it)" in problem[0]
     assert result.stdout.strip().splitlines()[-1] == (
         "1 problem found (`textclust doctor --fix` repairs the fixable ones).")
     assert file_sha256(db) == digest
@@ -119,7 +129,7 @@ def test_run_of_a_killed_process_is_found(tmp_path, sample_path, cli_invoke):
         proc.wait()
     result = _doctor(cli_invoke, db)
     assert result.exit_code == 1
-    assert "PROBLEM  runs: 1 run in status 'running': run 1" in result.stdout
+    assert "PROBLEM  runs: 1 run in status 'running' whose process is gone: run 1" in result.stdout
     fixed = _doctor(cli_invoke, db, "--fix", "--json")
     assert fixed.exit_code == 0
     data = json.loads(fixed.stdout)

@@ -444,8 +444,8 @@ def compare(run_a, run_b, output, db_path, as_json):
 
 @cli.command()
 @click.option("--fix", is_flag=True,
-              help="Repair what can be repaired: mark runs stuck in 'running' as failed, upgrade an old schema. "
-                   "Use only when no textclust run is working on the database.")
+              help="Repair what can be repaired: mark runs whose process is gone as failed, upgrade an old "
+                   "schema.")
 @DB_OPTION
 @JSON_OPTION
 @user_errors

@@ -9,9 +9,7 @@ one it is the offline explainer, and every output says so.
 
 from __future__ import annotations
 
-import os
 import platform
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -33,7 +31,8 @@ from .explain.select import SelectionResult
 from .ingest import Corpus
 from .ingest import text_id as make_text_id
 from .store import Database
-from .store.schema import Run, utcnow
+from .store.claims import claim, process_alive
+from .store.schema import Run
 from .store.write import hierarchy, write_result
 
 DEFAULT_ROUNDS = {"offline": 2, "llm": 3}
@@ -226,13 +225,13 @@ class Pipeline:
         from .store.database import settings_key
 
         key = settings_key(corpus_id, goal, self.settings.to_dict())
-        with self.db.transaction() as session:  # BEGIN IMMEDIATE: find and claim atomically
+        with self.db.transaction(immediate=True) as session:  # write lock first: find and claim atomically
             runs = session.scalars(select(Run).where(Run.settings_key == key).order_by(Run.id.desc())).all()
             for run in runs:
                 if run.status == "complete":
                     return None  # a finished run is newer than any unfinished one: start afresh
-                if run.status in ("failed", "incomplete") or (run.status == "running" and not _alive(run.stats)):
-                    _mark_claimed(run)
+                if run.status in ("failed", "incomplete") or (run.status == "running" and not process_alive(run.stats)):
+                    claim(run)
                     return run.id
         return None
 
@@ -245,18 +244,18 @@ class Pipeline:
                       settings=self.settings.to_dict(),
                       settings_key=settings_key(corpus_id, goal, self.settings.to_dict()),
                       versions=_versions(), timings={}, stats={})
-            _mark_claimed(run)
+            claim(run)
             session.add(run)
             session.flush()
             return run.id
 
     def _claim(self, run_id: int, takeover: bool = False) -> None:
         """Mark the run as being worked on by this process (so another one won't resume it)."""
-        with self.db.transaction() as session:
+        with self.db.transaction(immediate=True) as session:
             run = session.get(Run, run_id)
-            if takeover and run.status == "running" and _alive(run.stats):
+            if takeover and run.status == "running" and process_alive(run.stats):
                 raise SettingsError(f"run {run_id} is being worked on by process {run.stats.get('pid')}")
-            _mark_claimed(run)
+            claim(run)
 
     # --- the stages ----------------------------------------------------------------------------
 
@@ -273,6 +272,8 @@ class Pipeline:
             embedder = Embedder(s.embedding_model, progress=self.progress)
             X, report = embed_texts(self.db, embedder, text_ids, texts)
             self.log(f"embeddings: {report.computed} computed, {report.cached} from cache ({s.embedding_model})")
+            if report.truncated:
+                self.log(f"{report.truncated} texts are longer than the model's window: only their start was embedded")
             seeded = None
             if s.seeds:
                 seed_candidates, E = seed_vectors(self.db, embedder, s.seeds)
@@ -412,6 +413,8 @@ class Pipeline:
             "rounds_used": len(explanation.rounds),
             "embeddings_computed": report.computed,
             "embeddings_cached": report.cached,
+            "embeddings_truncated": report.truncated,
+            "n_skipped": corpus.n_skipped,
             "n_seeds": explanation.n_seeds,
         }
         if self.llm is None:
@@ -447,28 +450,6 @@ class Pipeline:
         start = time.perf_counter()
         yield
         self.timings[stage] = round(time.perf_counter() - start, 3)
-
-
-def _mark_claimed(run: Run) -> None:
-    run.status, run.error, run.finished_at = "running", None, None
-    run.stats = {"pid": os.getpid(), "host": socket.gethostname()}
-
-
-def _alive(stats: dict | None) -> bool:
-    """Is the process recorded in a run's stats still working on it?"""
-    stats = stats or {}
-    pid = stats.get("pid")
-    if not pid:
-        return False  # never claimed by a process: an interrupted run
-    if stats.get("host") != socket.gethostname():
-        return True  # another machine's process: cannot check, so leave its run alone
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 SEEDED_NOTICE = (

@@ -99,7 +99,7 @@ class Recorder:
             return row.response if row is not None and row.finish_reason == CAPABILITY_MARK else None
 
     def remember_capability(self, server: str, model: str, mode: str) -> None:
-        with self._lock, self.db.transaction() as s:
+        with self._lock, self.db.transaction(immediate=True) as s:  # read-then-write: lock first
             key = capability_key(server, model)
             row = s.get(LLMResponse, key)
             if row is None:

@@ -3,20 +3,22 @@
 The checks only read (the file is opened read-only): SQLite's own
 ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check``, the schema version
 against this textclust's, the tables and columns the schema needs, and runs left
-in status ``running`` by a process that was killed. With ``fix=True`` the fixable
-problems are repaired: stuck runs are marked ``failed`` (error
-:data:`INTERRUPTED`) and an older schema is upgraded. A run that another process is
-still working on also shows as ``running``: fix only when no run is in progress.
+in status ``running`` by a process that is gone (killed; a run records its process id
+and host, and a run whose process is alive is reported as in progress, not stuck). With
+``fix=True`` the fixable problems are repaired: stuck runs are marked ``failed`` (error
+:data:`INTERRUPTED`) and an older schema is upgraded.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import TextclustError
+from .claims import process_alive
 from .database import Database, busy_timeout
 from .schema import SCHEMA_VERSION, Base
 
@@ -233,12 +235,16 @@ def _check_schema(con: sqlite3.Connection, report: DoctorReport) -> int | None:
 
 def _check_runs(con: sqlite3.Connection, report: DoctorReport) -> None:
     try:
-        stuck = con.execute("SELECT id, created_at FROM runs WHERE status = 'running' ORDER BY id").fetchall()
+        running = con.execute("SELECT id, created_at, stats FROM runs WHERE status = 'running' ORDER BY id").fetchall()
     except sqlite3.DatabaseError as err:
         report.checks.append(Check("runs", False, f"cannot read the runs: {_one_line(err)}"))
         return
+    # A run whose recorded process is still alive is in progress, not stuck.
+    stuck = [(run_id, created) for run_id, created, stats in running if not process_alive(_json(stats))]
+    live = len(running) - len(stuck)
+    in_progress = f"; {_plural(live, 'run')} in progress in a live process" if live else ""
     if not stuck:
-        report.checks.append(Check("runs", True, "no run stuck in status 'running'"))
+        report.checks.append(Check("runs", True, f"no run stuck in status 'running'{in_progress}"))
         return
     now = datetime.now(timezone.utc)
     described = []
@@ -247,10 +253,17 @@ def _check_runs(con: sqlite3.Connection, report: DoctorReport) -> None:
     more = f" and {len(stuck) - _MAX_LISTED} more" if len(stuck) > _MAX_LISTED else ""
     report.checks.append(Check(
         "runs", False,
-        f"{_plural(len(stuck), 'run')} in status 'running': {', '.join(described)}{more}; interrupted, "
-        "or still running in another process (fix only when none is)",
+        f"{_plural(len(stuck), 'run')} in status 'running' whose process is gone: {', '.join(described)}{more}; "
+        f"interrupted (re-run the same command or `textclust resume RUN_ID` to finish it){in_progress}",
         fixable=True, data={"run_ids": [r[0] for r in stuck]},
     ))
+
+
+def _json(value):
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
 
 
 def _contents(con: sqlite3.Connection, report: DoctorReport) -> None:
