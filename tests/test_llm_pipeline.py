@@ -280,3 +280,15 @@ def test_depth_two_stores_sub_explanations_under_their_parents(tmp_path, oracle,
         assert sum(c["size"] for c in node["children"]) == node["size"]
     stored = query(fresh_db, "SELECT COUNT(*) FROM explanations WHERE parent_id IS NOT NULL AND selected = 1")
     assert stored == [(2 * len(split),)]
+
+
+def test_python_api_with_a_language_model(oracle, fresh_db):
+    import textclust
+
+    with ScriptedServer(oracle) as server:
+        result = textclust.run(SAMPLE, GOAL, db=str(fresh_db), llm={"model": "oracle", "base_url": server.base_url})
+        assert server.calls > 0
+    assert result.explainer == "llm" and result.stats["coverage"] == 1.0
+    assert result.settings["llm"]["model"] == "oracle" and result.settings["llm"]["api_key_env"] == "OPENAI_API_KEY"
+    frame = result.to_dataframe()
+    assert set(frame.loc[frame["status"] == "covered", "explained_by"]) == {"llm"}
