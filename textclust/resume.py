@@ -28,8 +28,11 @@ def load_corpus(db: Database, corpus_id: int) -> Corpus:
         row = s.get(CorpusRow, corpus_id)
         inputs = s.execute(select(InputRow.row_key, InputRow.text_id).where(InputRow.corpus_id == corpus_id)
                            .order_by(InputRow.row_index)).all()
-        ids = {t for _, t in inputs if t is not None}
-        texts = dict(s.execute(select(TextRow.id, TextRow.text).where(TextRow.id.in_(ids))).all()) if ids else {}
+        ids = sorted({t for _, t in inputs if t is not None})
+        texts = {}
+        for start in range(0, len(ids), 900):  # SQLite limits the variables of one statement
+            chunk = ids[start:start + 900]
+            texts.update(s.execute(select(TextRow.id, TextRow.text).where(TextRow.id.in_(chunk))).all())
     ordered: dict[str, str] = {}
     for _, text_id in inputs:  # first-seen order, as ingest keeps it
         if text_id is not None and text_id not in ordered:
