@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .ingest import corpus_from_texts, read_corpus
 from .llm.config import LLMConfig
-from .pipeline import Pipeline, Settings
+from .pipeline import Pipeline, Settings, llm_identity
 from .results import RunResult, load_run
 from .store import Database
 
@@ -44,7 +44,7 @@ def _run(corpus, goal, db, progress, llm, settings) -> RunResult:
     options = Settings(**settings)
     config = LLMConfig(**llm) if isinstance(llm, dict) else llm
     if config is not None:
-        options.llm = {}  # validated as "a model is configured"; the pipeline records which
+        options.llm = llm_identity(config)  # validated before the database is touched
     options.validate(corpus.n_texts, goal)  # before the database is touched
     database = db if isinstance(db, Database) else Database(db)
     run_id = Pipeline(database, options, progress=progress, llm=config).run(corpus, goal)

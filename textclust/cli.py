@@ -204,14 +204,14 @@ def cli():
 def run(input_path, db_path, as_json, dry_run, **kwargs):
     """Cluster the texts in INPUT (CSV, TSV, JSONL, JSON, TXT or Parquet) for a goal."""
     from .ingest import read_corpus
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, llm_identity
     from .store import Database
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"])
     settings = _settings(kwargs)
     llm = _llm_config(kwargs)
     if llm is not None:
-        settings.llm = {}  # validated as "a model is configured"; the pipeline fills in which one
+        settings.llm = llm_identity(llm)  # validated before the database is touched
     settings.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
     _log(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
@@ -354,7 +354,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     """Run (or reuse) the pipeline on INPUT and score it against a gold label column."""
     from .evaluate import score_partition
     from .ingest import normalize_text, read_corpus
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, llm_identity
     from .results import load_run
     from .store import Database
 
@@ -363,7 +363,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     settings = _settings(kwargs)
     llm = _llm_config(kwargs)
     if llm is not None:
-        settings.llm = {}
+        settings.llm = llm_identity(llm)
     settings.validate(corpus.n_texts, kwargs["goal"])
     db = Database(db_path)
     pipeline = Pipeline(db, settings, log=_log, llm=llm)
