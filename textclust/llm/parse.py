@@ -80,13 +80,12 @@ def _variants(span: str):
         yield _drop_trailing_commas(smart)
 
 
-def _outermost(text: str) -> str | None:
-    """From the first ``{`` or ``[`` to its matching bracket (strings respected); None if unclosed."""
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return None
-    start = min(starts)
-    depth, in_string, escaped = 0, False, False
+_CLOSES_NEXT = re.compile(r"\s*[}\]]")
+
+
+def _structural(text: str, start: int = 0):
+    """``(index, char)`` of the characters of ``text`` outside JSON string literals."""
+    in_string, escaped = False, False
     for i in range(start, len(text)):
         c = text[i]
         if in_string:
@@ -98,7 +97,19 @@ def _outermost(text: str) -> str | None:
                 in_string = False
         elif c == '"':
             in_string = True
-        elif c in "{[":
+        else:
+            yield i, c
+
+
+def _outermost(text: str) -> str | None:
+    """From the first ``{`` or ``[`` to its matching bracket (strings respected); None if unclosed."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None
+    start = min(starts)
+    depth = 0
+    for i, c in _structural(text, start):
+        if c in "{[":
             depth += 1
         elif c in "}]":
             depth -= 1
@@ -108,29 +119,12 @@ def _outermost(text: str) -> str | None:
 
 
 def _drop_trailing_commas(text: str) -> str:
-    out, in_string, escaped = [], False, False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c == ",":
-            j = i + 1
-            while j < len(text) and text[j].isspace():
-                j += 1
-            if j < len(text) and text[j] in "}]":
-                i += 1
-                continue
-        out.append(c)
-        i += 1
-    return "".join(out)
+    """``text`` without the commas (outside strings) that only whitespace separates from a ``}``/``]``."""
+    dropped = set()
+    for i, c in _structural(text):
+        if c == "," and _CLOSES_NEXT.match(text, i + 1):
+            dropped.add(i)
+    return "".join(c for i, c in enumerate(text) if i not in dropped)
 
 
 def _describe(err: Exception) -> str:
