@@ -37,9 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from textclust.embed import Embedder, embed_texts  # noqa: E402
 from textclust.evaluate import score_partition  # noqa: E402
-from textclust.explain.seeded import cosine_zero_shot  # noqa: E402
+from textclust.explain.user_classifier import cosine_zero_shot  # noqa: E402
 from textclust.ingest import corpus_from_texts, read_corpus  # noqa: E402
-from textclust.pipeline import Pipeline, Settings, seed_vectors  # noqa: E402
+from textclust.config import RunConfig  # noqa: E402
+from textclust.embed import cached_or_encoded  # noqa: E402
+from textclust.pipeline import Pipeline  # noqa: E402
 from textclust.results import load_run  # noqa: E402
 from textclust.store import Database  # noqa: E402
 
@@ -92,7 +94,7 @@ def open_set(db) -> dict:
     corpus = read_corpus(SAMPLE)
     gold = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)[field].tolist()
     seed_list = [{"name": k, "explanation": v} for k, v in seeds.items()]
-    result = load_run(db, Pipeline(db, Settings(seeds=seed_list, only_candidates=True)).run(corpus, goal))
+    result = load_run(db, Pipeline(db, RunConfig.from_flat(candidates=seed_list, only_candidates=True)).run(corpus, goal))
     pairs = [(label, row["explanation_name"] or None) for row, label in zip(result.rows, gold)
              if row["status"] != "empty"]
     seeded = set(reason_of.values())
@@ -141,12 +143,12 @@ def main() -> None:
 
         # (a) seeded, through the real pipeline
         t0 = time.perf_counter()
-        run_a = Pipeline(db, Settings(seeds=seed_list, only_candidates=True)).run(corpus, goal)
+        run_a = Pipeline(db, RunConfig.from_flat(candidates=seed_list, only_candidates=True)).run(corpus, goal)
         seeded = score_rows(load_run(db, run_a), gold)
         seeded_s = time.perf_counter() - t0
 
         # (b) cosine zero-shot over the same vectors
-        _, E = seed_vectors(db, embedder, seed_list)
+        E = cached_or_encoded(db, embedder, [seed["explanation"] for seed in seed_list])
         position = {t: i for i, t in enumerate(corpus.text_ids)}
         best = cosine_zero_shot(X, E)
         g, p = [], []
@@ -159,7 +161,7 @@ def main() -> None:
         # (c) goal-blind: the default pipeline, once per corpus
         t0 = time.perf_counter()
         if name not in blind_runs:
-            blind_runs[name] = Pipeline(db, Settings()).run(corpus, "goal-blind (no seeds)")
+            blind_runs[name] = Pipeline(db, RunConfig()).run(corpus, "goal-blind (no seeds)")
         blind = score_rows(load_run(db, blind_runs[name]), gold)
         blind_s = time.perf_counter() - t0
 

@@ -74,7 +74,8 @@ from textclust.evaluate import score_partition  # noqa: E402
 from textclust.explain.propose_llm import truncate  # noqa: E402
 from textclust.ingest import normalize_text, read_corpus  # noqa: E402
 from textclust.llm.config import LLMConfig  # noqa: E402
-from textclust.pipeline import Pipeline, Settings, _versions  # noqa: E402
+from textclust.config import FLAT, RunConfig  # noqa: E402
+from textclust.pipeline import Pipeline, versions  # noqa: E402
 from textclust.results import load_run  # noqa: E402
 from textclust.store import Database  # noqa: E402
 from textclust.store.schema import Explanation, LLMCall  # noqa: E402
@@ -100,12 +101,12 @@ PAPER_USER = ("The analyst's goal: {goal}\n\nProperty: {candidate}\n\nText:\n{te
               "Is the property true of the text? Answer yes or no.")
 
 
-def settings_for(n_labels: int, overrides: dict) -> Settings:
-    base = Settings()
-    settings = Settings(n_explanations=max(base.n_explanations, n_labels),
-                        n_samples=max(base.n_samples, 2 * n_labels), rounds=3)
+def settings_for(n_labels: int, overrides: dict) -> RunConfig:
+    base = RunConfig().explaining
+    settings = RunConfig.from_flat(n_explanations=max(base.n_explanations, n_labels),
+                                   n_samples=max(base.n_samples, 2 * n_labels), rounds=3)
     for key, value in overrides.items():
-        setattr(settings, key, value)
+        settings.set(key, value)
     return settings
 
 
@@ -264,7 +265,7 @@ def diagnose(oracle: BenchOracle, detail, candidates: list[dict], min_share: flo
     }
 
 
-def one_run(db, corpus, goal, texts, gold, settings: Settings, error_rate: float, concurrency: int,
+def one_run(db, corpus, goal, texts, gold, settings: RunConfig, error_rate: float, concurrency: int,
             embed, verbose: bool) -> dict:
     oracle = BenchOracle(texts, gold, error_rate=error_rate, seed=0)
     model = "oracle" if error_rate == 0 else f"oracle-err{error_rate:g}"
@@ -277,7 +278,7 @@ def one_run(db, corpus, goal, texts, gold, settings: Settings, error_rate: float
 
     with ScriptedServer(oracle) as server:
         llm = LLMConfig(model=model, base_url=server.base_url, concurrency=concurrency, max_retries=2)
-        pipeline = Pipeline(db, Settings.from_dict(settings.to_dict()), log=log, progress=False, llm=llm)
+        pipeline = Pipeline(db, RunConfig.from_dict(settings.to_dict()).with_model(llm), log=log, progress=False)
         start = time.perf_counter()
         run_id = pipeline.run(corpus, goal)
         wall = time.perf_counter() - start
@@ -287,7 +288,7 @@ def one_run(db, corpus, goal, texts, gold, settings: Settings, error_rate: float
     candidates = candidates_of(db, run_id)
     distinct = [corpus.texts[t] for t in corpus.text_ids]
     n = len(distinct)
-    paper = paper_scheme(goal, distinct, candidates, settings.max_chars)
+    paper = paper_scheme(goal, distinct, candidates, settings.explaining.max_chars)
     tc_calls = sum(u["calls"] for u in usage.values())
     tc_prompt = sum(u["prompt_tokens"] for u in usage.values())
     tc_completion = sum(u["completion_tokens"] for u in usage.values())
@@ -304,8 +305,8 @@ def one_run(db, corpus, goal, texts, gold, settings: Settings, error_rate: float
         "scores": scores,
         "n_candidates": len(candidates),
         "n_selected": sum(c["selected"] for c in candidates),
-        "rounds_used": result.stats.get("rounds_used"),
-        "stop_reason": result.stats.get("stop_reason"),
+        "rounds_used": result.stats.rounds_used,
+        "stop_reason": result.stats.stop_reason,
         "usage_by_stage": usage,
         "per_text": per_text,
         "assign_calls_per_text": round(assign.get("calls", 0) / n, 4),
@@ -323,7 +324,7 @@ def one_run(db, corpus, goal, texts, gold, settings: Settings, error_rate: float
         "wall_s": round(wall, 2),
         "timings": result.timings,
         "candidates": candidates,
-        "diagnosis": diagnose(oracle, detail, candidates, settings.min_share, embed),
+        "diagnosis": diagnose(oracle, detail, candidates, settings.explaining.min_share, embed),
         "log": log_lines,
     }
 
@@ -332,20 +333,20 @@ def one_run(db, corpus, goal, texts, gold, settings: Settings, error_rate: float
 
 
 def parse_overrides(items: list[str]) -> dict:
-    names = Settings.__dataclass_fields__
+    names = FLAT
     out = {}
     for item in items:
         key, _, raw = item.partition("=")
         key = key.strip().replace("-", "_")
-        if key not in names or key in ("llm", "seeds", "examples", "k"):
+        if key not in names or key in ("candidates", "examples", "k"):
             raise SystemExit(f"--set: unknown or forbidden setting {key!r}")
         value = json.loads(raw) if raw.strip() not in ("", "None", "none") else None
         out[key] = value
     return out
 
 
-def public_settings(settings: Settings) -> dict:
-    return {k: v for k, v in settings.to_dict().items() if k not in ("llm", "seeds", "examples")}
+def public_settings(settings: RunConfig) -> dict:
+    return {k: v for k, v in settings.flat().items() if k not in ("candidates", "examples")}
 
 
 def fmt(x, digits=3):
@@ -513,7 +514,7 @@ def main(argv=None) -> int:
             settings = settings_for(n_labels, overrides)
             name = f"{corpus_name} / {field}"
             print(f"\n== {name}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, {n_labels} gold labels; "
-                  f"n_explanations {settings.n_explanations}, n_samples {settings.n_samples}, rounds {settings.rounds}",
+                  f"n_explanations {settings.explaining.n_explanations}, n_samples {settings.explaining.n_samples}, rounds {settings.explaining.rounds}",
                   flush=True)
             gold = [r[field] for r in records]
 
@@ -581,7 +582,7 @@ def main(argv=None) -> int:
                                        "prompt = fixed instruction + goal + candidate + text; completion 1 token",
                          "system": PAPER_SYSTEM, "user": PAPER_USER},
         "database": "one temporary database per bench run (embeddings cached across the fields of a corpus)",
-        "versions": _versions(),
+        "versions": versions(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "targets": {"assign_calls_per_text_max": TARGET_ASSIGN_CALLS_PER_TEXT, "perfect_acc_min": TARGET_ACC,
                     "worst_assign_calls_per_text": worst_assign, "fields_below_acc": misses},

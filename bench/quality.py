@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from textclust.embed import Embedder, embed_texts  # noqa: E402
 from textclust.evaluate import score_partition  # noqa: E402
 from textclust.ingest import corpus_from_texts  # noqa: E402
-from textclust.pipeline import Pipeline, Settings  # noqa: E402
+from textclust.config import RunConfig  # noqa: E402
+from textclust.pipeline import Pipeline  # noqa: E402
 from textclust.results import load_run  # noqa: E402
 from textclust.store import Database  # noqa: E402
 
@@ -108,10 +109,10 @@ def main() -> None:
             k_gold = len(set(gold))
             methods = []
             t0 = time.perf_counter()
-            predicted, result = run_textclust(db, corpus, goal, Settings(random_state=args.seed))
+            predicted, result = run_textclust(db, corpus, goal, RunConfig.from_flat(random_state=args.seed))
             methods.append(("textclust (auto K)", predicted, time.perf_counter() - t0 + embed_cost, result.stats))
             t0 = time.perf_counter()
-            predicted, result = run_textclust(db, corpus, goal, Settings(k=k_gold, random_state=args.seed))
+            predicted, result = run_textclust(db, corpus, goal, RunConfig.from_flat(k=k_gold, random_state=args.seed))
             methods.append(("textclust (k = gold)", predicted, time.perf_counter() - t0 + embed_cost, result.stats))
             t0 = time.perf_counter()
             methods.append(("tfidf_kmeans (k = gold)", tfidf_kmeans(texts, k_gold, args.seed), time.perf_counter() - t0, {}))
@@ -132,8 +133,8 @@ def main() -> None:
                     "texts_per_second": round(len(texts) / seconds, 1),
                 }
                 if stats:
-                    record["n_candidates"] = stats.get("n_candidates")
-                    record["rounds_used"] = stats.get("rounds_used")
+                    record["n_candidates"] = stats.n_candidates
+                    record["rounds_used"] = stats.rounds_used
                 records.append(record)
                 print(
                     f"{name:>18} {field:<6} {method:<26} ACC {scores.acc:.3f} NMI {scores.nmi:.3f} "

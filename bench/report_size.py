@@ -58,7 +58,8 @@ def synthetic_corpus(n: int, seed: int = 0):
 
 def make_run(folder: Path, n: int):
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.config import RunConfig
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
 
     texts, X = synthetic_corpus(n)
@@ -67,7 +68,7 @@ def make_run(folder: Path, n: int):
     db.save_corpus(corpus)
     db.store_embeddings(MODEL, corpus.text_ids, X)
     start = time.perf_counter()
-    run_id = Pipeline(db, Settings(k=N_TOPICS, reduction="none", embedding_model=MODEL, rounds=1)).run(
+    run_id = Pipeline(db, RunConfig.from_flat(k=N_TOPICS, reduction="none", embedding_model=MODEL, rounds=1)).run(
         corpus, "what the ticket is about")
     return db, run_id, time.perf_counter() - start
 

@@ -5,9 +5,9 @@ Expensive work is done once per session:
 * ``sample_run`` — ONE real ``textclust run`` of data/complaints.csv (real embedding
   model, UMAP, HDBSCAN) into a temporary database. Tests that need a different
   database state work on a copy (``copy_db``), so the shared one never changes.
-* ``fake_run_db`` — a database holding one complete run of a synthetic corpus whose
-  embeddings were put into the cache beforehand, so the pipeline runs without ever
-  loading the embedding model (fast; used by store and bad-input tests).
+* ``fake_run_db`` — a database holding one complete run of a synthetic corpus, embedded by
+  a fake embedder (``tests/fakes.py``) handed to the pipeline, so no model is ever loaded
+  (fast; used by store and bad-input tests).
 
 Every database and output file lives under pytest's tmp paths; nothing is written
 into the repository.
@@ -36,7 +36,7 @@ GOAL = "why the customer is unhappy"
 
 # Synthetic corpus: three topics, each with its own vocabulary, and vectors drawn
 # from three well-separated Gaussian blobs on the unit sphere.
-FAKE_MODEL = "test-fake-8d"  # never a real model: a cache miss would fail loudly
+from tests.fakes import FAKE_MODEL, FakeEmbedder  # noqa: E402  (never a real model: a miss fails loudly)
 TOPICS = {
     "refund": "I returned the {p} weeks ago and the refund money never reached my account",
     "password": "cannot log in to see the {p} order because the password reset email never comes",
@@ -70,7 +70,7 @@ class FakeRun:
     db: Path
     run_id: int
     corpus: object  # textclust.ingest.Corpus
-    settings: object  # textclust.pipeline.Settings
+    settings: object  # textclust.config.RunConfig
 
 
 # --- plain helpers (exposed through fixtures below) ---------------------------------
@@ -207,21 +207,20 @@ def blobs() -> Blobs:
 
 
 def build_fake_run(db_path: Path, blobs: Blobs, **settings) -> FakeRun:
-    """Store the synthetic corpus and its vectors, then run the real pipeline on it.
-
-    The embeddings are in the cache before the run, so the model is never loaded.
-    """
+    """Run the real pipeline on the synthetic corpus with the fake embedder (no model is
+    loaded); the run stores the vectors in the cache like any run, so CLI tests on a copy of
+    the database find them there."""
+    from textclust.config import RunConfig
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
 
     corpus = corpus_from_texts(blobs.texts, name="blobs")
-    options = Settings(**{"k": 3, "reduction": "none", "embedding_model": FAKE_MODEL, **settings})
+    options = RunConfig.from_flat(**{"k": 3, "reduction": "none", "embedding_model": FAKE_MODEL, **settings})
     db = Database(db_path)
     try:
-        db.save_corpus(corpus)
-        db.store_embeddings(FAKE_MODEL, corpus.text_ids, blobs.X)
-        run_id = Pipeline(db, options).run(corpus, "which topic the text is about")
+        embedder = FakeEmbedder(blobs.texts, blobs.X)
+        run_id = Pipeline(db, options, embedder=embedder).run(corpus, "which topic the text is about")
     finally:
         db.close()
     return FakeRun(db=db_path, run_id=run_id, corpus=corpus, settings=options)

@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from textclust.cluster import EmbeddingClusterer, centroids, default_min_cluster_size, reduce
+from textclust.config import RunConfig
 from textclust.errors import SettingsError
-from textclust.pipeline import Settings
 
 
 def gaussian_blobs(n_per=40, centers=3, dim=8, spread=0.1, seed=0, outliers=0):
@@ -111,9 +111,9 @@ def test_clusterer_stores_reduced_matrix():
     [
         (dict(algorithm="dbscan"), "unknown clusterer 'dbscan'"),
         (dict(reduction="tsne"), "unknown reduction 'tsne'"),
-        (dict(algorithm="kmeans"), "k-means needs --k"),
-        (dict(algorithm="kmeans", k=0), "k-means needs --k"),
-        (dict(algorithm="kmeans", k=-2), "k-means needs --k"),
+        (dict(algorithm="kmeans"), "k-means needs k"),
+        (dict(algorithm="kmeans", k=0), "k-means needs k"),
+        (dict(algorithm="kmeans", k=-2), "k-means needs k"),
         (dict(algorithm="kmeans", k=61), "asked for 61 clusters but there are only 60 distinct texts"),
     ],
 )
@@ -139,31 +139,31 @@ def test_non_positive_n_components_is_a_settings_error(reduction):
 @pytest.mark.parametrize("kwargs", [dict(min_cluster_size=1), dict(n_components=0)])
 def test_settings_validate_rejects_impossible_cluster_settings(kwargs):
     with pytest.raises(SettingsError):
-        Settings(**kwargs).validate(300)
+        RunConfig.from_flat(**kwargs).validate(300)
 
 
 @pytest.mark.parametrize(
     "kwargs, n, message",
     [
-        (dict(k=0), 10, "--k must be at least 1"),
+        (dict(k=0), 10, "k must be at least 1"),
         (dict(k=11), 10, "asked for 11 clusters but the input has only 10 distinct texts"),
         (dict(clusterer="spectral"), 10, "unknown clusterer 'spectral'"),
-        (dict(clusterer="kmeans"), 10, "needs --k"),
-        (dict(rounds=0), 10, "--rounds must be at least 1"),
+        (dict(clusterer="kmeans"), 10, "needs k"),
+        (dict(rounds=0), 10, "rounds must be at least 1"),
         (dict(), 1, "only one distinct text"),
     ],
 )
 def test_settings_validate(kwargs, n, message):
     with pytest.raises(SettingsError, match=message):
-        Settings(**kwargs).validate(n)
+        RunConfig.from_flat(**kwargs).validate(n)
 
 
 def test_settings_algorithm_and_round_trip():
-    assert Settings().algorithm == "hdbscan"
-    assert Settings(k=4).algorithm == "kmeans"
-    assert Settings(k=4, clusterer="hdbscan").algorithm == "hdbscan"
-    s = Settings(k=4, reduction="pca", min_share=0.02)
-    assert Settings.from_dict({**s.to_dict(), "unknown_future_field": 1}) == s
+    assert RunConfig.from_flat().algorithm == "hdbscan"
+    assert RunConfig.from_flat(k=4).algorithm == "kmeans"
+    assert RunConfig.from_flat(k=4, clusterer="hdbscan").algorithm == "hdbscan"
+    s = RunConfig.from_flat(k=4, reduction="pca", min_share=0.02)
+    assert RunConfig.from_dict({**s.to_dict(), "unknown_future_field": 1}) == s
 
 
 # --- determinism and helpers ---------------------------------------------------------------------

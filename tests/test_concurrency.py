@@ -32,6 +32,15 @@ while not go.exists() and time.time() < deadline:
 if mode == "cli":
     sys.argv = ["textclust"] + sys.argv[4:]
     textclust.cli.main()
+elif mode == "claim":  # claim the unfinished run of a key; stay alive until every process has tried
+    from textclust.store import Database
+    db = Database(sys.argv[4])
+    print(db.claim_unfinished_run(sys.argv[5]))
+    sys.stdout.flush()
+    ready.with_suffix(".claimed").touch()
+    while len(list(ready.parent.glob("*.claimed"))) < int(sys.argv[6]) and time.time() < deadline:
+        time.sleep(0.01)
+    db.close()
 else:  # "open": create / open the database and store one corpus
     from textclust.ingest import corpus_from_texts
     from textclust.store import Database
@@ -128,6 +137,33 @@ def test_many_processes_create_one_new_database_together(tmp_path):
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         con.close()
+
+
+def test_only_one_process_claims_an_unfinished_run(tmp_path):
+    """Finding and claiming an unfinished run is one write-locked transaction: of several processes
+    re-running the same command at once, exactly one resumes the run (the others start afresh)."""
+    from textclust.ingest import corpus_from_texts
+    from textclust.store import Database, settings_key
+
+    db_path = tmp_path / "claims.db"
+    db = Database(db_path)
+    corpus_id = db.save_corpus(corpus_from_texts(["first text", "second text"]))
+    key = settings_key(corpus_id, "g", {})
+    run_id = db.start_run(corpus_id, "g", "x", {}, key, {})
+    db.fail_run(run_id, "interrupted")
+    db.close()
+    n = 4
+    results = _together(tmp_path, [[str(db_path), key, str(n)]] * n, "claim")
+    for code, out, err in results:
+        assert code == 0, err
+    claimed = [out.strip() for _, out, _ in results]
+    assert sorted(claimed, key=lambda c: c != "None") == ["None"] * (n - 1) + [str(run_id)]
+    con = sqlite3.connect(db_path)
+    try:
+        status, claimed_by = con.execute("SELECT status, claimed_by FROM runs").fetchone()
+    finally:
+        con.close()
+    assert status == "running" and claimed_by is not None
 
 
 def _hold_write_lock(db: Path) -> sqlite3.Connection:

@@ -77,11 +77,58 @@ def test_healthy_database_json(cli_invoke, db):
 def test_a_run_whose_process_is_alive_is_in_progress_not_stuck(cli_invoke, db):
     import socket
 
-    stats = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
-    _sql(db, f"UPDATE runs SET status = 'running', finished_at = NULL, stats = '{stats}'")
+    claim = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    _sql(db, f"UPDATE runs SET status = 'running', finished_at = NULL, claimed_by = '{claim}'")
     result = _doctor(cli_invoke, db)
     assert result.exit_code == 0, result.stdout
     assert "1 run in progress in a live process" in result.stdout
+
+
+def _as_version_3(path, claim: dict | None) -> None:
+    """Back to what a version-3 textclust left: the claim (if any) inside stats, no claimed_by."""
+    con = sqlite3.connect(path)
+    try:
+        if claim is not None:
+            con.execute("UPDATE runs SET stats = ?", (json.dumps(claim),))
+        con.execute("ALTER TABLE runs DROP COLUMN claimed_by")
+        con.execute("DELETE FROM schema_migrations WHERE version >= 4")
+        con.commit()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_version_3_database_reads_the_claim_from_stats(cli_invoke, db, alive):
+    """Before version 4 the process of a running run was in its stats: the doctor still reads it
+    there, and --fix moves it into claimed_by as it upgrades the schema."""
+    import socket
+
+    pid = os.getpid() if alive else 2**22 + 777  # above any pid_max: no such process
+    _as_version_3(db, {"pid": pid, "host": socket.gethostname()})
+    _sql(db, "UPDATE runs SET status = 'running', finished_at = NULL")
+    digest = file_sha256(db)
+    result = _doctor(cli_invoke, db)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"textclust doctor: {db} (") and "schema version 3" in lines[0]
+    assert (f"  PROBLEM  schema: version 3, older than this textclust's ({SCHEMA_VERSION}); it is upgraded on "
+            "the next write, or now with --fix") in lines
+    if alive:
+        assert "  OK       runs: no run stuck in status 'running'; 1 run in progress in a live process" in lines
+    else:
+        assert any(line.startswith("  PROBLEM  runs: 1 run in status 'running' whose process is gone: run 1 ")
+                   for line in lines)
+    assert file_sha256(db) == digest  # checking never writes
+
+    fixed = _doctor(cli_invoke, db, "--fix")
+    assert fixed.exit_code == 0, fixed.output
+    assert f"  FIXED    schema: upgraded from version 3 to {SCHEMA_VERSION}" in fixed.stdout.splitlines()
+    status, stats, claimed_by = _query(db, "SELECT status, stats, claimed_by FROM runs")[0]
+    assert json.loads(claimed_by) == {"pid": pid, "host": socket.gethostname()}
+    assert "pid" not in json.loads(stats)
+    assert status == ("running" if alive else "failed")
+    again = _doctor(cli_invoke, db)
+    assert again.exit_code == 0 and f"schema: version {SCHEMA_VERSION}, as this textclust expects" in again.stdout
 
 
 def test_stuck_run_is_found_and_fixed(cli_invoke, db):

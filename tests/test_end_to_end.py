@@ -17,9 +17,9 @@ from sklearn.metrics import normalized_mutual_info_score
 
 import textclust
 from conftest import GOAL, table_counts
+from textclust.config import RunConfig
 from textclust.explain import OFFLINE_NOTICE
 from textclust.ingest import normalize_text
-from textclust.pipeline import Settings
 from textclust.results import ROW_COLUMNS, ClusterSummary, RunResult
 
 N_ROWS, N_TEXTS, N_EMPTY, N_DUPLICATES, N_REASONS = 309, 300, 4, 5, 6
@@ -85,7 +85,7 @@ def test_run_is_stored_complete(sample_run):
     assert run["finished_at"] is not None
     assert run["goal"] == GOAL
     assert run["explainer"] == "offline-extractive"
-    assert json.loads(run["settings"]) == Settings().to_dict()
+    assert json.loads(run["settings"]) == RunConfig().to_dict()
     versions = json.loads(run["versions"])
     assert versions["textclust"] == textclust.__version__
     assert set(json.loads(run["timings"])) == {"embed", "cluster", "explain"}
@@ -376,7 +376,7 @@ def test_python_api_run(sample_run, sample_path, copy_db, gold):
     assert result.goal == GOAL
     assert result.notice == OFFLINE_NOTICE
     assert result.clusters and all(isinstance(c, ClusterSummary) for c in result.clusters)
-    assert result.stats["embeddings_computed"] == 0  # cached in the copied database
+    assert result.stats.embeddings_computed == 0  # cached in the copied database
     frame = result.to_dataframe()
     assert len(frame) == N_ROWS
     assert list(frame.columns) == ROW_COLUMNS
@@ -395,7 +395,7 @@ def test_python_api_rejects_bad_settings_before_touching_the_db(sample_path, tmp
 
 def test_python_api_blank_goal_does_not_create_the_db(sample_path, tmp_path):
     db = tmp_path / "api_goal.db"
-    with pytest.raises(textclust.TextclustError, match="--goal must not be empty"):
+    with pytest.raises(textclust.TextclustError, match="^goal must not be empty"):
         textclust.run(sample_path, goal="   ", db=db)
     assert not db.exists()
 
@@ -406,7 +406,7 @@ def test_python_api_blank_goal_does_not_create_the_db(sample_path, tmp_path):
 @pytest.fixture
 def bracket_named_run(tmp_path, blobs, make_file):
     """A complete (model-free) run whose input file is called 'survey [final].csv'."""
-    from conftest import FAKE_MODEL
+    from tests.fakes import FAKE_MODEL, FakeEmbedder
     from textclust.ingest import read_corpus
     from textclust.pipeline import Pipeline
     from textclust.store import Database
@@ -415,9 +415,9 @@ def bracket_named_run(tmp_path, blobs, make_file):
     corpus = read_corpus(make_file("survey [final].csv", "\n".join(lines) + "\n"))
     db_path = tmp_path / "brackets.db"
     db = Database(db_path)
-    db.save_corpus(corpus)
-    db.store_embeddings(FAKE_MODEL, corpus.text_ids, blobs.X)
-    run_id = Pipeline(db, Settings(k=3, reduction="none", embedding_model=FAKE_MODEL)).run(corpus, "[red]topic[/red]")
+    config = RunConfig.from_flat(k=3, reduction="none", embedding_model=FAKE_MODEL)
+    embedder = FakeEmbedder(blobs.texts, blobs.X)
+    run_id = Pipeline(db, config, embedder=embedder).run(corpus, "[red]topic[/red]")
     db.close()
     return db_path, run_id
 

@@ -7,11 +7,11 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from textclust.cluster import EmbeddingClusterer
+from textclust.config import RunConfig
 from textclust.explain import OFFLINE_NOTICE, Candidate, OfflineExplainer, assign, calibrate_threshold
-from textclust.explain.assign import DEFAULT_THRESHOLD, Assignment
-from textclust.explain.explainer import Explanation
-from textclust.explain.propose_offline import distinctive_terms, phrase_explanation, propose_extractive
-from textclust.explain.select import SelectionResult
+from textclust.explain.extractive import distinctive_terms, phrase_explanation, propose_extractive
+from textclust.explain.similarity import DEFAULT_THRESHOLD
+from textclust.interfaces import Assignment, ExplainResult, SelectionResult
 
 
 def unit(*values) -> np.ndarray:
@@ -161,7 +161,7 @@ def test_propose_extractive_one_candidate_per_cluster(blobs):
         assert own.min() > other.max()
 
 
-# --- Explanation.primary ----------------------------------------------------------------------
+# --- ExplainResult.primary --------------------------------------------------------------------
 
 
 def test_primary_is_the_best_scoring_matching_selected_candidate():
@@ -171,7 +171,7 @@ def test_primary_is_the_best_scoring_matching_selected_candidate():
         [0.1, 0.2, 0.9],   # matches only the unselected 2 -> uncovered
     ])
     matches = scores >= 0.55
-    explanation = Explanation(
+    explanation = ExplainResult(
         candidates=[], assignment=Assignment(scores, np.full(3, 0.55), matches),
         selection=SelectionResult(chosen=[0, 1], objective=0.0, status="optimal", coverage=2 / 3),
     )
@@ -188,7 +188,7 @@ def test_primary_is_the_best_scoring_matching_selected_candidate():
 def _explain_blobs(blobs, **kwargs):
     clusterer = EmbeddingClusterer(algorithm="hdbscan", reduction="none")
     labels = clusterer.fit(blobs.X).labels_
-    explainer = OfflineExplainer(clusterer=clusterer, **kwargs)
+    explainer = OfflineExplainer(RunConfig.from_flat(**kwargs), clusterer=clusterer)
     weights = np.ones(len(blobs.texts))
     return labels, explainer.explain(blobs.X, blobs.texts, labels, weights)
 
@@ -216,7 +216,8 @@ def test_offline_explainer_recovers_three_blobs(blobs):
 def test_offline_explainer_fixed_k(blobs):
     clusterer = EmbeddingClusterer(algorithm="kmeans", k=3, reduction="none")
     labels = clusterer.fit(blobs.X).labels_
-    result = OfflineExplainer(k=3, clusterer=clusterer).explain(blobs.X, blobs.texts, labels, np.ones(len(labels)))
+    result = OfflineExplainer(RunConfig.from_flat(k=3), clusterer=clusterer).explain(
+        blobs.X, blobs.texts, labels, np.ones(len(labels)))
     assert len(result.selected) == 3
     index, _, _ = result.primary()
     assert adjusted_rand_score(blobs.groups, index) == pytest.approx(1.0)
@@ -231,7 +232,7 @@ def test_offline_notice_says_extractive_and_no_language_model():
 
 from textclust.explain import EXPLAINER_OFFLINE, EXPLAINER_SEEDED  # noqa: E402
 from textclust.explain.goal import embed_goal, goal_focus, goal_similarity  # noqa: E402
-from textclust.explain.propose_offline import goal_term_order  # noqa: E402
+from textclust.explain.extractive import goal_term_order  # noqa: E402
 
 
 def test_goal_term_order_blends_distinctiveness_and_goal_similarity():
@@ -288,8 +289,9 @@ def test_goal_does_not_change_which_texts_are_explained(blobs):
     clusterer = EmbeddingClusterer(algorithm="kmeans", k=3, reduction="none")
     labels = clusterer.fit(blobs.X).labels_
     weights = np.ones(len(labels))
-    plain = OfflineExplainer(k=3, clusterer=clusterer).explain(blobs.X, blobs.texts, labels, weights)
-    steered = OfflineExplainer(k=3, clusterer=clusterer, embed=embed).explain(
+    plain = OfflineExplainer(RunConfig.from_flat(k=3), clusterer=clusterer).explain(
+        blobs.X, blobs.texts, labels, weights)
+    steered = OfflineExplainer(RunConfig.from_flat(k=3), clusterer=clusterer, embed=embed).explain(
         blobs.X, blobs.texts, labels, weights, goal_vector=goal)
     assert words, "the explainer embedded the candidate terms"
 
@@ -304,9 +306,9 @@ def test_goal_does_not_change_which_texts_are_explained(blobs):
 
 @pytest.fixture(scope="module")
 def real_embed():
-    from textclust.embed import Embedder
+    from textclust.embed import SentenceTransformerEmbedder
 
-    return Embedder(progress=False).encode
+    return SentenceTransformerEmbedder(progress=False).encode
 
 
 def test_a_goal_about_x_puts_x_words_first(real_embed):

@@ -9,6 +9,8 @@ import re
 import pandas as pd
 import pytest
 
+from textclust.cli import error_line
+
 from textclust.errors import InputError
 from textclust.ingest import corpus_from_texts, normalize_text, read_corpus, text_id
 
@@ -260,7 +262,8 @@ def test_ambiguous_columns_raise_and_list_them(make_file):
     with pytest.raises(InputError) as info:
         read_corpus(make_file("amb.csv", "\n".join(rows) + "\n"))
     message = str(info.value)
-    assert "title" in message and "summary" in message and "--text-column" in message
+    assert "title" in message and "summary" in message and message.endswith("choose one with text_column")
+    assert error_line(info.value).endswith("choose one with --text-column")  # the command line names its flag
     assert "\n" not in message
 
 
@@ -287,7 +290,8 @@ def test_unknown_text_column_lists_columns(make_file):
     with pytest.raises(InputError) as info:
         read_corpus(make_file("x.csv", "id,text\n1,hello world\n"), text_column="body")
     message = str(info.value)
-    assert "--text-column 'body' not found" in message
+    assert ": text_column 'body' not found" in message  # a Python caller's keyword
+    assert ": --text-column 'body' not found" in error_line(info.value)
     assert "columns are: id, text" in message
 
 
@@ -303,7 +307,8 @@ def test_id_column_keeps_string_ids(make_file):
 def test_unknown_id_column_lists_columns(make_file):
     with pytest.raises(InputError) as info:
         read_corpus(make_file("ids.csv", "id,text\n1,first text\n"), id_column="key")
-    assert "--id-column 'key' not found" in str(info.value)
+    assert ": id_column 'key' not found" in str(info.value)
+    assert ": --id-column 'key' not found" in error_line(info.value)
     assert "columns are: id, text" in str(info.value)
 
 

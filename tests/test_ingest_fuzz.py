@@ -275,5 +275,5 @@ def test_text_column_chosen_from_the_first_rows_only(tmp_path):
     lines = ['{"a": "x y z"}'] * 10_001 + ['{"a": "x y z", "late": "a late text here"}']
     corpus = read_corpus(_write(tmp_path, "late.jsonl", "\n".join(lines) + "\n"), text_column="late")
     assert corpus.n_rows == 10_002 and corpus.n_texts == 1 and corpus.columns == ["a", "late"]
-    with pytest.raises(InputError, match="--text-column 'never' not found; columns are: a, late"):
+    with pytest.raises(InputError, match=": text_column 'never' not found; columns are: a, late"):
         read_corpus(_write(tmp_path, "late.jsonl", "\n".join(lines) + "\n"), text_column="never")

@@ -99,3 +99,23 @@ def test_missing_package_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_llama)
     with pytest.raises(PermanentError, match=r"pip install 'textclust\[local\]'"):
         LlamaCppTransport("whatever.gguf")
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path):
+    from textclust.llm.local import cpu_advertises_amx
+
+    with_amx, without = tmp_path / "amx", tmp_path / "plain"
+    with_amx.write_text("processor : 0\nflags : fpu sse avx512f amx_bf16 amx_tile amx_int8\n")
+    without.write_text("processor : 0\nflags : fpu sse avx2\n")
+    assert cpu_advertises_amx(str(with_amx)) and not cpu_advertises_amx(str(without))
+    assert not cpu_advertises_amx(str(tmp_path / "missing"))
+
+
+def test_repacking_is_kept_when_asked_or_without_amx(monkeypatch):
+    import textclust.llm.local as local
+
+    monkeypatch.setenv(local.REPACK_ENV, "1")
+    assert local.avoid_weight_repacking() is False
+    monkeypatch.delenv(local.REPACK_ENV)
+    monkeypatch.setattr(local, "cpu_advertises_amx", lambda: False)
+    assert local.avoid_weight_repacking() is False

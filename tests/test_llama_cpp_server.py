@@ -65,7 +65,12 @@ def llama_server(tmp_path_factory):
     gguf = gemma_gguf_path()
     port = _free_port()
     log = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--chat_format", "gemma",
+    # The server is started through textclust's guard against llama.cpp's repacking crash on
+    # CPUs that advertise AMX (textclust.llm.local.avoid_weight_repacking), then run as `-m`.
+    launcher = ("import runpy, sys; from textclust.llm.local import avoid_weight_repacking; "
+                "avoid_weight_repacking(); sys.argv[0] = 'llama_cpp.server'; "
+                "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
+    cmd = [sys.executable, "-c", launcher, "--model", str(gguf), "--chat_format", "gemma",
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_threads", str(THREADS),
            "--model_alias", "gemma"]
     with log.open("wb") as log_file:

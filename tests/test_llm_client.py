@@ -10,6 +10,7 @@ recorded failure — never a crash — and every call must be in the database.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from textclust.llm import BudgetExceeded, LLMClient, LLMConfig, LLMError, Perman
 from textclust.llm.parse import ParseError, SchemaMismatch, check_schema, parse_json
 from textclust.llm.record import calls_for_run, usage_for_run
 from textclust.llm.transport import retry_after_seconds
-from textclust.store import Database
+from textclust.store import Database, settings_key
 
 SCHEMA = {
     "type": "object",
@@ -119,7 +120,7 @@ def test_run_id_and_cost_are_recorded(db):
     with ScriptedServer(lambda request: chat_completion(GOOD, 1_000_000, 500_000)) as server:
         client = make_client(server, db, price_prompt_per_mtok=0.15, price_completion_per_mtok=0.6)
         corpus_id = db.save_corpus(corpus_from_texts(["a text", "another text"]))  # a run for the foreign key
-        client.run_id = db.start_run(corpus_id, "goal", "llm", {}, {})
+        client.run_id = db.start_run(corpus_id, "goal", "llm", {}, settings_key(corpus_id, "goal", {}), {})
         assert ask(client).ok
         assert ask(client).cached
         assert not ask(client, [{"role": "user", "content": "not json please"}], validate=_never).ok
@@ -358,13 +359,19 @@ def test_other_4xx_fails_that_request_only(db):
     assert not second.ok
 
 
-@pytest.mark.parametrize("status, hint", [(401, "check the API key"), (403, ""), (404, "check --llm-model")])
-def test_wrong_key_or_model_stops_the_stage(db, status, hint):
+@pytest.mark.parametrize("status, hint, flag_hint", [
+    (401, "check the API key", "check the API key"), (403, "", ""),
+    (404, "check model and base_url", "check --llm-model and --llm-base-url")])
+def test_wrong_key_or_model_stops_the_stage(db, status, hint, flag_hint):
+    from textclust.cli import error_line
+
     with ScriptedServer(lambda request: Reply(status, error_body("nope", "invalid_request_error"))) as server:
         with pytest.raises(PermanentError) as caught:
             ask(make_client(server, db))
         assert server.calls == 1
+    # Python callers read the settings' keywords; the command line prints its flags.
     assert caught.value.fatal and f"{status} from" in str(caught.value) and hint in str(caught.value)
+    assert f"{status} from" in error_line(caught.value) and flag_hint in error_line(caught.value)
     assert calls(db.path)[0][0] == "error"
 
 
@@ -440,9 +447,13 @@ def test_server_rejecting_all_structured_output_gets_plain_json_request(db):
 
 def test_explicit_structured_mode_refused_is_a_clear_error(db):
     with ScriptedServer(_rejecting("json_schema")) as server:
-        with pytest.raises(LLMError, match=r"refused structured output \(json_schema\).*--llm-structured "
-                                           r"json_object_schema"):
+        with pytest.raises(LLMError, match=r"refused structured output \(json_schema\).*try structured "
+                                           r"json_object_schema") as caught:
             ask(make_client(server, db, structured="json_schema"))
+    from textclust.cli import error_line
+
+    assert re.search(r"refused structured output \(json_schema\).*try --llm-structured json_object_schema",
+                     error_line(caught.value))
 
 
 def test_newer_openai_parameter_names_are_adapted(db):
@@ -509,7 +520,7 @@ def test_max_calls_stops_before_sending(db):
     with ScriptedServer(lambda request: chat_completion(GOOD)) as server:
         client = make_client(server, db, max_calls=1)
         assert ask(client).ok
-        with pytest.raises(BudgetExceeded, match=r"--max-calls 1 reached \(1 calls made\)"):
+        with pytest.raises(BudgetExceeded, match=r"^max_calls 1 reached \(1 calls made\).*a higher max_calls "):
             ask(client, [{"role": "user", "content": "a different complaint"}])
         assert server.calls == 1
         assert ask(client).cached  # cached answers are still served
@@ -520,7 +531,7 @@ def test_max_tokens_stops_before_sending(db):
     with ScriptedServer(lambda request: chat_completion(GOOD, 100, 20)) as server:
         client = make_client(server, db, max_tokens=150)
         assert ask(client).ok
-        with pytest.raises(BudgetExceeded, match=r"--max-tokens 150 reached \(120 tokens used"):
+        with pytest.raises(BudgetExceeded, match=r"^max_tokens 150 reached \(120 tokens used"):
             ask(client, [{"role": "user", "content": "x" * 400}])
         assert server.calls == 1
 

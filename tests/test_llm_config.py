@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
+from textclust.cli import error_line
 from textclust.errors import SettingsError
 from textclust.llm import LLMConfig
 from textclust.llm.transport import OpenAITransport
@@ -36,10 +38,15 @@ def write(path, text):
 
 
 def one_line_error(match, **kwargs):
-    with pytest.raises(SettingsError, match=match) as caught:
+    """The error's line as the command line prints it (settings spelled as flags), which must
+    match ``match``; ``str(err)``, what Python callers see, names the keywords and no flag."""
+    with pytest.raises(SettingsError) as caught:
         LLMConfig.resolve(**kwargs)
-    message = str(caught.value)
-    assert "\n" not in message
+    message, python = error_line(caught.value), str(caught.value)
+    assert re.search(match, message), message
+    assert "\n" not in message and "\n" not in python
+    assert all(f"{{{name}}}" not in python for name in caught.value.settings)
+    assert not re.search(r"(^|\s)--[a-z]", python), python
     return message
 
 
@@ -118,6 +125,8 @@ def test_settings_arrive_as_text_from_the_command_line(home):
 def test_base_url_without_model_is_refused(home):
     message = one_line_error("needs --llm-model", base_url="http://127.0.0.1:8080/v1", env={})
     assert message.startswith("--llm-base-url needs --llm-model")
+    with pytest.raises(SettingsError, match=r"^base_url needs model \(or TEXTCLUST_LLM_MODEL"):
+        LLMConfig.resolve(base_url="http://127.0.0.1:8080/v1", env={})  # Python: the keywords
     write(home / "work" / "textclust.toml", '[llm]\nbase_url = "http://127.0.0.1:8080/v1"\n')
     message = one_line_error("needs --llm-model", env={})
     assert "textclust.toml [llm] base_url needs --llm-model" in message
@@ -164,6 +173,19 @@ def test_bad_values_in_file(home, line, match):
 def test_bad_flag_value_names_the_flag(home):
     one_line_error(r"^--concurrency must be an integer ≥ 1", model="m", concurrency=0, env={})
     one_line_error(r"^--max-calls must be an integer ≥ 0", model="m", max_calls=-3, env={})
+    one_line_error(r"^--llm-timeout must be a number > 0", model="m", timeout=0, env={})
+    one_line_error(r"^--seed must be an integer ≥ 0", model="m", seed=-1, env={})
+
+
+def test_bad_keyword_value_names_the_keyword(home):
+    """From Python the same mistakes name the keyword (of resolve, or of LLMConfig itself)."""
+    with pytest.raises(SettingsError, match=r"^concurrency must be an integer ≥ 1 and ≤ 64 \(got 0\)$"):
+        LLMConfig.resolve(model="m", concurrency=0, env={})
+    with pytest.raises(SettingsError, match=r"^max_calls must be an integer ≥ 0 \(got -3\)$"):
+        LLMConfig(model="m", max_calls=-3)
+    with pytest.raises(SettingsError) as caught:
+        LLMConfig(model="m", timeout=0)
+    assert error_line(caught.value).startswith("--llm-timeout must be")  # the CLI spells it as its flag
 
 
 def test_llm_not_a_table(home):

@@ -1,6 +1,6 @@
 """The language-model explainer (propose → assign → select), against a rule-based fake model.
 
-Unit tests drive ``LLMExplainer`` through :class:`FakeClient` (the client's interface:
+Unit tests drive ``ModelExplainer`` through :class:`FakeClient` (the client's interface:
 ``complete_json`` / ``complete_many`` / ``usage`` / ``estimate_tokens``, with the real
 client's validate-and-repair-once behaviour and its ``BudgetExceeded(partial=…)``). The
 fake model reads the prompts as the real contract defines them: proposals name the
@@ -19,7 +19,8 @@ import threading
 import numpy as np
 import pytest
 
-from textclust.errors import SettingsError
+from textclust.config import RunConfig
+from textclust.errors import SettingsError, render_settings
 from textclust.explain.assign_llm import (
     AssignPrompt,
     Judgments,
@@ -28,11 +29,12 @@ from textclust.explain.assign_llm import (
     prefilter_checks,
     rank_candidates,
 )
-from textclust.explain.candidates import Candidate
-from textclust.explain.explainer import MIN_COVERAGE_GAIN, Explanation
-from textclust.explain.llm_explainer import LLMExplainer, LLMExplanation
+from textclust.explain.explainer import ModelExplainer
+from textclust.explain.loop import MIN_COVERAGE_GAIN
 from textclust.explain.propose_llm import CLOSE_MARKER, OPEN_MARKER
 from textclust.explain.sampling import allocate, distinct_texts, stratified_sample
+from textclust.interfaces import Candidate, ExplainResult
+from textclust.llm import LLMConfig
 from textclust.llm.errors import BudgetExceeded
 
 GOAL = "what the customer complains about"
@@ -141,7 +143,7 @@ class FakeClient:
     def _send(self, stage, messages):
         with self._lock:
             if self.max_calls is not None and len(self.calls) >= self.max_calls:
-                raise BudgetExceeded(f"--max-calls {self.max_calls} reached")
+                raise BudgetExceeded(f"{{max_calls}} {self.max_calls} reached")
             self.calls.append((stage, messages))
         return self.model(stage, messages)
 
@@ -179,17 +181,29 @@ class FakeClient:
         return [m for s, m in self.calls if s == stage]
 
 
-def explainer(client, **options) -> LLMExplainer:
-    options.setdefault("n_samples", 20)
-    return LLMExplainer(client, embed, options.pop("goal", GOAL), **options)
+# The model's configuration: only its presence matters to the explainer (the fake client answers).
+DUMMY_MODEL = LLMConfig(model="m", base_url="http://127.0.0.1:1/v1")
 
 
-def run(sizes, model=None, labels=None, weights=None, texts_x=None, **options):
+def config(llm: LLMConfig | None = None, user_candidates=(), **flat) -> RunConfig:
+    """The run's configuration from flat settings, checked as a run checks it."""
+    flat.setdefault("n_samples", 20)
+    if user_candidates:
+        flat["candidates"] = [{"name": c.name, "explanation": c.text} for c in user_candidates]
+    return RunConfig.from_flat(model=llm or DUMMY_MODEL, **flat).validate()
+
+
+def explainer(client, goal=GOAL, llm=None, user_candidates=(), **flat) -> ModelExplainer:
+    return ModelExplainer(config(llm, user_candidates, **flat), client, embed, goal)
+
+
+def run(sizes, model=None, labels=None, weights=None, texts_x=None, user_candidates=(), **options):
     texts, topics, X = texts_x or corpus(sizes)
     client = FakeClient(model or KeywordModel(), max_calls=options.pop("max_calls", None))
     labels = np.zeros(len(texts), dtype=int) if labels is None else labels
     weights = np.ones(len(texts)) if weights is None else weights
-    result = explainer(client, **options).explain(X, texts, labels, weights)
+    result = explainer(client, user_candidates=user_candidates, **options).explain(
+        X, texts, labels, weights, user_candidates=user_candidates)
     return result, client, texts, topics
 
 
@@ -299,24 +313,24 @@ def test_explain_finds_the_topics_with_evidence_and_conventions():
     sizes = {"refund": 30, "password": 20, "delivery": 15}
     labels = np.array([0] * 30 + [1] * 20 + [-1] * 15)
     result, client, texts, topics = run(sizes, labels=labels)
-    assert isinstance(result, LLMExplanation) and isinstance(result, Explanation)
+    assert isinstance(result, ExplainResult)
     assert selected_names(result) == {"refund complaint", "password complaint", "delivery complaint"}
     assert (cluster_of(result) == topics).all()
     assert result.selection.coverage == 1.0
     A = result.assignment
     assert set(np.unique(A.scores[np.isfinite(A.scores)]).tolist()) <= {0.0, 1.0}
-    assert (A.matches == (A.scores == 1.0)).all() and (A.thresholds == 0.5).all() and result.margin is None
-    assert (result.reasons[A.matches] == "language model").all() and (result.reasons[~A.matches] == None).all()  # noqa: E711
+    assert (A.matches == (A.scores == 1.0)).all() and (A.thresholds == 0.5).all() and A.margin is None
+    assert (A.reasons[A.matches] == "language model").all() and (A.reasons[~A.matches] == None).all()  # noqa: E711
     j = next(j for j in result.selected if result.candidates[j].name == "refund complaint")
-    assert result.evidence[(0, j)] == "refund"
-    assert all(A.matches[i, j] for i, j in result.evidence)
+    assert A.evidence[(0, j)] == "refund"
+    assert all(A.matches[i, j] for i, j in A.evidence)
     assert not result.unparsed.any() and not result.incomplete
     assert result.n_calls["propose"] == len(client.stage_calls("propose")) >= 1
     assert result.n_calls["assign"] == len(client.stage_calls("assign"))
     # candidates come from the model, in proposal order
     assert [c.source for c in result.candidates] == ["llm"] * len(result.candidates)
     assert [c.name for c in result.candidates][:3] == ["refund complaint", "password complaint", "delivery complaint"]
-    assert result.usage == {"calls": len(client.calls)}
+    assert sum(result.n_calls.values()) == len(client.calls)  # every call counted (none was repaired)
     # every assign call shares the round's fixed prefix
     prefixes = {m[1]["content"].split(OPEN_MARKER)[0] for m in client.stage_calls("assign")}
     assert len(prefixes) == 1
@@ -394,7 +408,7 @@ def test_duplicates_are_judged_once_and_weigh_as_many():
     assert result.assignment.scores.shape[0] == 13
     assert (result.assignment.scores[10:] == result.assignment.scores[:3]).all()
     j = result.primary()[0][0]
-    assert j >= 0 and result.evidence[(10, j)] == result.evidence[(0, j)] == "refund"
+    assert j >= 0 and result.assignment.evidence[(10, j)] == result.assignment.evidence[(0, j)] == "refund"
 
 
 def test_near_duplicate_proposals_are_merged():
@@ -413,17 +427,17 @@ def test_near_duplicate_proposals_are_merged():
     assert len(result2.candidates) == 2
 
 
-def test_proposals_are_merged_against_candidates_of_earlier_rounds_and_seeds():
-    seed = Candidate("refund request", 'the text mentions "refund"', embed(['the text mentions "refund"'])[0], "seed")
-    result, client, *_ = run({"refund": 10, "password": 10}, rounds=1, seeds=[seed])
+def test_proposals_are_merged_against_candidates_of_earlier_rounds_and_user_candidates():
+    user = Candidate("refund request", 'the text mentions "refund"', embed(['the text mentions "refund"'])[0], "seed")
+    result, client, *_ = run({"refund": 10, "password": 10}, rounds=1, user_candidates=[user])
     assert [c.name for c in result.candidates] == ["refund request", "password complaint"]
     assert [c.source for c in result.candidates] == ["seed", "llm"]
-    assert result.n_seeds == 1 and 0 in result.selected
+    assert result.n_user == 1 and 0 in result.selected
 
 
-def test_seeds_are_judged_by_the_model_and_always_kept():
+def test_user_candidates_are_judged_by_the_model_and_always_kept():
     useless = Candidate("about zebras", 'the text mentions "zebra"', embed(["zebra"])[0], "seed")
-    result, client, texts, topics = run({"refund": 10, "password": 10}, rounds=1, seeds=[useless])
+    result, client, texts, topics = run({"refund": 10, "password": 10}, rounds=1, user_candidates=[useless])
     assert result.candidates[0].name == "about zebras" and result.selected[0] == 0  # forced in
     assert np.isfinite(result.assignment.scores[:, 0]).any()  # asked about (all ≤ prefilter)
     assert not result.assignment.matches[:, 0].any()
@@ -599,8 +613,7 @@ def test_depth_two_explains_inside_each_large_selected_explanation():
         return base(stage, messages)
 
     client = FakeClient(model)
-    result = LLMExplainer(client, embed, GOAL, depth=2, n_samples=20).explain(
-        X, texts, np.zeros(len(texts), dtype=int), np.ones(len(texts)))
+    result = explainer(client, depth=2).explain(X, texts, np.zeros(len(texts), dtype=int), np.ones(len(texts)))
     refund = next(j for j in result.selected if result.candidates[j].name == "refund complaint")
     password = next(j for j in result.selected if result.candidates[j].name == "password complaint")
     # "refund" (24 texts ≥ 20) is split; "password" (8) is too small to try; "delivery" (20) was
@@ -609,7 +622,9 @@ def test_depth_two_explains_inside_each_large_selected_explanation():
     members = result.child_members[refund]
     assert members.tolist() == list(range(24))
     child = result.children[refund]
-    assert child.goal == f'{GOAL} (Within texts where: the text mentions "refund")'
+    child_goal = f'{GOAL} (Within texts where: the text mentions "refund")'
+    assert any(m[1]["content"].startswith(f"The analyst's goal: {child_goal}\n")
+               for m in client.stage_calls("propose"))  # the child's goal, as its proposer was given it
     assert {child.candidates[j].name for j in child.selected} == {"broken complaint", "colour complaint"}
     assert len(child.unparsed) == 24 and child.selection.coverage == 1.0
     sub = cluster_of(child)
@@ -626,12 +641,34 @@ def test_depth_two_explains_inside_each_large_selected_explanation():
 # --- settings and the dry run ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", [{"rounds": 0}, {"k": 0}, {"batch_size": 0}, {"prefilter": -1},
-                                    {"merge_threshold": 0}, {"max_candidate_share": 1.5}, {"depth": 3},
-                                    {"goal": " "}])
-def test_impossible_settings_are_rejected(option):
-    with pytest.raises(SettingsError):
-        explainer(FakeClient(KeywordModel()), **option)
+@pytest.mark.parametrize("option, message", [
+    ({"rounds": 0}, "rounds must be at least 1"),
+    ({"k": 0}, "k must be at least 1 (got 0)"),
+    ({"batch_size": 0}, "batch_size must be at least 1 (got 0)"),
+    ({"prefilter": -1}, "prefilter must be 0 (off) or more (got -1)"),
+    ({"merge_threshold": 0}, "merge_threshold must be in (0, 1] (got 0)"),
+    ({"max_candidate_share": 1.5}, "max_candidate_share must be in (0, 1] (got 1.5)"),
+    ({"depth": 3}, "depth must be 1 or 2 (got 3)"),
+    # the rest of what the explainer's constructor used to check
+    ({"n_samples": 0}, "n_samples must be at least 1 (got 0)"),
+    ({"n_explanations": 0}, "n_explanations must be at least 1 (got 0)"),
+    ({"escalations": -1}, "escalations must be 0 or more (got -1)"),
+    ({"max_chars": 19}, "max_chars must be at least 20 (got 19)"),
+    ({"k": 1, "candidates": [explanation_for("refund"), explanation_for("invoice")]},
+     "k 1 is less than the 2 seeded explanations, which are always kept"),
+    ({"only_candidates": True}, "only_candidates needs candidates"),
+])
+def test_impossible_settings_are_rejected(option, message):
+    option = {"n_samples": 20, **option}
+    with pytest.raises(SettingsError) as caught:
+        RunConfig.from_flat(model=DUMMY_MODEL, **option).validate()
+    assert str(caught.value) == message
+
+
+def test_an_empty_goal_is_rejected():
+    # Checked once, with the other settings, before the pipeline builds any explainer.
+    with pytest.raises(SettingsError, match="^goal must not be empty$"):
+        RunConfig.from_flat(model=DUMMY_MODEL).validate(goal=" ")
 
 
 def test_estimate_counts_calls_and_tokens_without_calling():
@@ -663,8 +700,8 @@ def test_estimate_counts_calls_and_tokens_without_calling():
     assert deep["total"]["calls"] > flat["total"]["calls"]
     assert len(client.calls) == spent  # estimating sent nothing
     # the dry run has no client at all: tokens are then counted as characters / 4
-    offline = LLMExplainer(None, embed, GOAL, rounds=2, batch_size=10, prefilter=2, n_explanations=3,
-                           n_samples=20).estimate(X, texts, np.zeros(100, dtype=int), np.ones(100))
+    offline = explainer(None, rounds=2, batch_size=10, prefilter=2, n_explanations=3).estimate(
+        X, texts, np.zeros(100, dtype=int), np.ones(100))
     assert offline["assign"]["calls"] == est["assign"]["calls"] and offline["total"]["prompt_tokens"] > 0
 
 
@@ -728,8 +765,10 @@ def http_explain(server, db, texts, X, **options):
     from textclust.llm import LLMClient, LLMConfig
 
     budget = {k: options.pop(k) for k in ("max_calls",) if k in options}
-    client = LLMClient(LLMConfig(model="oracle", base_url=server.base_url, max_retries=0, **budget), db)
-    result = explainer(client, **options).explain(X, texts, np.zeros(len(texts), dtype=int), np.ones(len(texts)))
+    llm = LLMConfig(model="oracle", base_url=server.base_url, max_retries=0, **budget)
+    client = LLMClient(llm, db)
+    result = explainer(client, llm=llm, **options).explain(X, texts, np.zeros(len(texts), dtype=int),
+                                                           np.ones(len(texts)))
     return result, client
 
 
@@ -751,7 +790,6 @@ def test_http_full_run_with_a_hostile_text_seen_only_as_data(http_env):
     assert not result.unparsed.any() and not result.incomplete
     usage = client.usage()
     assert usage["calls"] == len(requests) == result.n_calls["propose"] + result.n_calls["assign"]
-    assert result.usage["calls"] == usage["calls"]
     # The hostile text reached the server only as one escaped JSON line inside the data block.
     seen = 0
     for request in requests:
@@ -829,6 +867,8 @@ def test_http_budget_stop_keeps_the_best_result_so_far(http_env):
     with ScriptedServer(OracleHandler()) as server:
         result, client = http_explain(server, http_env, texts, X, batch_size=10, max_calls=3)
         assert server.calls == 3
-    assert result.incomplete and "--max-calls 3" in result.stop_reason
+    # The stop reason names the budget as a setting, which the command line spells as its flag.
+    flag = render_settings(result.stop_reason, lambda name: "--" + name.replace("_", "-"))
+    assert result.incomplete and "--max-calls 3" in flag
     assert result.selection.coverage == pytest.approx(0.5)  # 2 of 4 assign batches answered
     assert result.final_matches().any(axis=1).sum() == 20

@@ -288,7 +288,8 @@ def test_python_api_with_a_language_model(oracle, fresh_db):
     with ScriptedServer(oracle) as server:
         result = textclust.run(SAMPLE, GOAL, db=str(fresh_db), llm={"model": "oracle", "base_url": server.base_url})
         assert server.calls > 0
-    assert result.explainer == "llm" and result.stats["coverage"] == 1.0
-    assert result.settings["llm"]["model"] == "oracle" and result.settings["llm"]["api_key_env"] == "OPENAI_API_KEY"
+    assert result.explainer == "llm" and result.stats.coverage == 1.0
+    assert result.settings["model"]["model"] == "oracle" and result.settings["model"]["api_key_env"] == "OPENAI_API_KEY"
+    assert result.config.model.model == "oracle" and result.config.model.api_key_env == "OPENAI_API_KEY"
     frame = result.to_dataframe()
     assert set(frame.loc[frame["status"] == "covered", "explained_by"]) == {"llm"}

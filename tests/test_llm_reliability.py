@@ -158,6 +158,12 @@ def runs_of(db: Path) -> list[tuple]:
     return query(db, "SELECT id, status, stats, error FROM runs ORDER BY id") or []
 
 
+def claimed_pid(db, run_id: int) -> int | None:
+    """The process recorded as working on the run (schema 4: runs.claimed_by)."""
+    (claimed,), = query(db, f"SELECT claimed_by FROM runs WHERE id = {int(run_id)}")
+    return json.loads(claimed)["pid"] if claimed else None
+
+
 def table_counts(db: Path, run_id: int) -> dict:
     return {t: query(db, f"SELECT count(*) FROM {t} WHERE run_id = ?", run_id)[0][0] for t in PER_RUN_TABLES}
 
@@ -393,7 +399,7 @@ def test_kill_during_assignment_then_the_same_command_finishes_without_repeating
                              and len(query(db, "SELECT id FROM llm_calls WHERE status = 'ok'") or []) == KILL_AFTER + 1,
                              f"{KILL_AFTER} assign answers recorded")
             (run_id, status, stats, _), = runs_of(db)
-            assert status == "running" and json.loads(stats)["pid"] == first.pid
+            assert status == "running" and claimed_pid(db, run_id) == first.pid
         finally:
             first.kill()
             gate.release.set()
@@ -447,7 +453,7 @@ def test_kill_during_embedding_and_after_selection_then_resume_finishes_without_
         finally:
             first.kill()
         (run_id, status, stats, _), = runs_of(db)
-        assert status == "running" and json.loads(stats)["pid"] == first.pid
+        assert status == "running" and claimed_pid(db, run_id) == first.pid
         assert query(db, "SELECT count(*) FROM embeddings")[0][0] == 0, "killed too late: embeddings were stored"
         assert server.calls == 0
 
@@ -546,7 +552,9 @@ def test_a_budget_stop_before_any_assignment_is_kept_and_the_same_command_with_m
         first = invoke(*run_args(db, server.base_url, extra=("--max-calls", "1")), env=cli_env(tmp_path))
         assert first.exit_code == 0, first.output + repr(first.exception)
         (run_id, status, _, error), = runs_of(db)
-        assert status == "incomplete" and "--max-calls 1" in error
+        # Stored with the setting named; the command line spells it as its flag.
+        assert status == "incomplete" and "{max_calls} 1 reached" in error
+        assert "--max-calls 1 reached" in first.stderr
         counts = table_counts(db, run_id)
         assert counts["assignments"] == 0 and counts["text_results"] == 300
         assert len(gate.answered[1]) == 1
@@ -568,9 +576,11 @@ def test_a_run_resumed_by_the_same_command_is_claimed_while_it_works(tmp_path, b
     if "huggingface_hub.constants" in sys.modules:
         monkeypatch.setattr(sys.modules["huggingface_hub.constants"], "HF_HUB_OFFLINE", True)
     from tests.conftest import FAKE_MODEL
+    from textclust.config import RunConfig
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
+    from textclust.store.database import settings_key
 
     db = Database(tmp_path / "claim.db")
     corpus = corpus_from_texts(blobs.texts, name="blobs")
@@ -578,14 +588,17 @@ def test_a_run_resumed_by_the_same_command_is_claimed_while_it_works(tmp_path, b
     db.store_embeddings(FAKE_MODEL, corpus.text_ids, blobs.X)
 
     def settings():
-        return Settings(k=3, reduction="none", embedding_model=FAKE_MODEL)
+        return RunConfig.from_flat(k=3, reduction="none", embedding_model=FAKE_MODEL)
+
+    def pipeline(log):
+        return Pipeline(db, settings(), log=log, progress=False, client=None)
 
     def crash(message):
         if message.startswith("embeddings:"):
             raise RuntimeError("crashed in the embed stage")
 
     with pytest.raises(RuntimeError):
-        Pipeline(db, settings(), log=crash).run(corpus, "which topic")
+        pipeline(crash).run(corpus, "which topic")
     (run_id, status, _, _), = runs_of(tmp_path / "claim.db")
     assert status == "failed"
 
@@ -594,11 +607,12 @@ def test_a_run_resumed_by_the_same_command_is_claimed_while_it_works(tmp_path, b
     def watch(message):
         if message.startswith("embeddings:"):  # the resumed run is at work
             run = db.get_run(run_id)
-            seen.update(status=run.status, pid=(run.stats or {}).get("pid"), error=run.error,
-                        offered=Pipeline(db, settings())._unfinished_run(corpus_id, "which topic"))
+            # What another identical command would be offered to resume (the claim Pipeline.run makes).
+            offered = db.claim_unfinished_run(settings_key(corpus_id, "which topic", settings().result_key()))
+            seen.update(status=run.status, pid=(run.claimed_by or {}).get("pid"), error=run.error, offered=offered)
 
     try:
-        assert Pipeline(db, settings(), log=watch).run(corpus, "which topic") == run_id
+        assert pipeline(watch).run(corpus, "which topic") == run_id
     finally:
         db.close()
     assert seen == {"status": "running", "pid": os.getpid(), "error": None, "offered": None}

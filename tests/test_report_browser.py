@@ -134,7 +134,8 @@ def hostile_report(tmp_path_factory):
         pytest.skip(reason)
     from conftest import FAKE_MODEL, make_blobs
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.config import RunConfig
+    from textclust.pipeline import Pipeline
     from textclust.report.html import write_report
     from textclust.report.model import ReportOptions
     from textclust.store import Database
@@ -150,7 +151,7 @@ def hostile_report(tmp_path_factory):
     db = Database(folder / "hostile.db")
     db.save_corpus(corpus)
     db.store_embeddings(FAKE_MODEL, corpus.text_ids, X)
-    run_id = Pipeline(db, Settings(k=3, reduction="none", embedding_model=FAKE_MODEL, rounds=1)).run(
+    run_id = Pipeline(db, RunConfig.from_flat(k=3, reduction="none", embedding_model=FAKE_MODEL, rounds=1)).run(
         corpus, '<script>window.__pwned = "goal";</script> which topic')
     path = folder / "report.html"
     write_report(db, run_id, path, "html", ReportOptions(reduction="pca"))

@@ -37,7 +37,8 @@ def labels_by_row(db, run_id):
 def two_goals(tmp_path_factory):
     """One synthetic corpus (with duplicate rows), three runs: k=3, k=2, and k=3 with another seed."""
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.config import RunConfig
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
 
     blobs = make_blobs()
@@ -47,7 +48,7 @@ def two_goals(tmp_path_factory):
     corpus = corpus_from_texts(texts, name="blobs")
     db.save_corpus(corpus)
     db.store_embeddings(FAKE_MODEL, corpus.text_ids, blobs.X)
-    ids = [Pipeline(db, Settings(k=k, reduction="none", embedding_model=FAKE_MODEL)).run(corpus, goal)
+    ids = [Pipeline(db, RunConfig.from_flat(k=k, reduction="none", embedding_model=FAKE_MODEL)).run(corpus, goal)
            for k, goal in ((3, "which topic"), (2, "<i>two</i> groups | pipes"))]
     db.close()
     return path, ids
@@ -123,7 +124,8 @@ def test_compare_writes_html(two_goals, tmp_path, cli_invoke):
 def test_compare_different_corpora_counts_shared_texts(two_goals, copy_db, cli_invoke):
     """A second corpus that shares 30 texts: the table covers just those (distinct texts)."""
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.config import RunConfig
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
 
     db_path, (a, _) = two_goals
@@ -134,7 +136,7 @@ def test_compare_different_corpora_counts_shared_texts(two_goals, copy_db, cli_i
     db.save_corpus(other)
     vectors = np.vstack([blobs.X[10:40], np.tile(blobs.X[:1], (10, 1))])
     db.store_embeddings(FAKE_MODEL, other.text_ids, vectors)
-    c = Pipeline(db, Settings(k=2, reduction="none", embedding_model=FAKE_MODEL)).run(other, "g")
+    c = Pipeline(db, RunConfig.from_flat(k=2, reduction="none", embedding_model=FAKE_MODEL)).run(other, "g")
     db.close()
     data = json.loads(cli_invoke("compare", a, c, "--db", db_path, "--json").stdout)
     assert not data["same_corpus"] and data["unit"] == "distinct texts in both runs" and data["n"] == 30
@@ -152,7 +154,8 @@ def test_compare_errors(two_goals, fake_run_db, tmp_path, cli_invoke):
 
 def test_compare_runs_without_shared_texts(tmp_path, cli_invoke):
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.config import RunConfig
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
 
     blobs = make_blobs()
@@ -162,7 +165,7 @@ def test_compare_runs_without_shared_texts(tmp_path, cli_invoke):
         corpus = corpus_from_texts([f"{prefix} {t}" for t in blobs.texts], name=prefix)
         db.save_corpus(corpus)
         db.store_embeddings(FAKE_MODEL, corpus.text_ids, blobs.X)
-        ids.append(Pipeline(db, Settings(k=2, reduction="none", embedding_model=FAKE_MODEL)).run(corpus, "g"))
+        ids.append(Pipeline(db, RunConfig.from_flat(k=2, reduction="none", embedding_model=FAKE_MODEL)).run(corpus, "g"))
     db.close()
     result = cli_invoke("compare", *ids, "--db", tmp_path / "disjoint.db")
     assert result.exit_code == 2
@@ -174,3 +177,26 @@ def test_compare_help(cli_invoke):
     assert result.exit_code == 0
     for option in ("RUN_A", "RUN_B", "-o", "--output", "--db", "--json"):
         assert option in result.stdout
+
+
+def test_compare_hand_built_runs_shows_the_typed_notice(monkeypatch):
+    """compare reads each run's notice from its typed stats, spelled as the reader knows the settings."""
+    from rich.console import Console
+
+    from test_report_html import typed_result
+    from textclust.report import compare as compare_module
+
+    runs = {1: typed_result(with_model=False, notice="Classification into your explanations ({only_candidates})"),
+            2: typed_result()}
+    runs[2].run_id = 2
+    monkeypatch.setattr(compare_module, "load_run", lambda db, run_id, include_rows=True: runs[run_id])
+    data = compare_module.compare_runs(None, 1, 2)
+    assert data["run_a"]["notice"] == "Classification into your explanations (only_candidates)"
+    assert data["run_a"]["coverage"] == 0.8 and data["run_b"]["notice"] is None
+    assert data["n"] == 5 and data["ami"] == pytest.approx(1.0)
+    flagged = compare_module.compare_runs(None, 1, 2, spell=lambda name: "--" + name.replace("_", "-"))
+    assert flagged["run_a"]["notice"] == "Classification into your explanations (--only-candidates)"
+    console = Console(record=True, width=200, color_system=None)
+    compare_module.print_comparison(flagged, console)
+    assert "Note: Classification into your explanations (--only-candidates)" in console.export_text()
+    assert "(--only-candidates)" in Page(compare_module.render_compare_html(flagged)).text

@@ -293,7 +293,8 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> refund | neve
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.config import RunConfig
+    from textclust.pipeline import Pipeline
     from textclust.store import Database
 
     blobs = make_blobs()
@@ -305,7 +306,7 @@ def hostile_run(tmp_path_factory):
     corpus = corpus_from_texts(texts, name="<b>corpus</b>")
     db.save_corpus(corpus)
     db.store_embeddings(FAKE_MODEL, corpus.text_ids, X)
-    run_id = Pipeline(db, Settings(k=3, reduction="none", embedding_model=FAKE_MODEL)).run(
+    run_id = Pipeline(db, RunConfig.from_flat(k=3, reduction="none", embedding_model=FAKE_MODEL)).run(
         corpus, "<script>alert('goal')</script>")
     db.close()
     return path, run_id
@@ -459,3 +460,240 @@ def test_max_listed_limits_the_lists_and_says_so(sample_run, tmp_path, cli_invok
     assert f"_The first 5 of {n_uncovered} texts._" in section
     assert sum(line.startswith("- ") for line in section.splitlines()) == 5
     assert f": {stats['n_uncovered']} rows ({n_uncovered} distinct texts)" in section
+
+
+# --- hand-built results: the typed stats and configuration, rendered -------------------------------
+# Built without a database or a pipeline run, from RunStats and RunConfig as the store reads them.
+
+
+def typed_result(*, with_model: bool = True, notice: str | None = None, clusterer: str | None = "hdbscan",
+                 config=None, **stats):
+    """A complete RunResult of 6 input rows (1 empty, 1 uncovered, 1 left as noise, 1 in two explanations)."""
+    from textclust.config import RunConfig
+    from textclust.llm.config import LLMConfig
+    from textclust.results import ClusterSummary, RunResult
+    from textclust.stats import ModelUsage, RunStats
+
+    if config is None:
+        config = RunConfig()
+        config.set("k", 2)
+        config.set("candidates", [{"name": "Refunds", "explanation": "the refund is late"}])
+        if with_model:
+            config.model = LLMConfig(model="some-llm-1", base_url="http://127.0.0.1:8080/v1", max_calls=50)
+            config.set("depth", 2)
+    usage = ModelUsage(model="some-llm-1", server="http://127.0.0.1:8080/v1", calls=17, cached_calls=3,
+                       failed_calls=1, prompt_tokens=12345, completion_tokens=678, cost_usd=0.0421, retries=2,
+                       structured="json_schema", calls_by_stage={"propose": 3, "assign": 14, "describe": 0})
+    values = dict(n_rows=6, n_texts=5, n_empty=1, n_duplicate_rows=0, clusterer=clusterer, n_clusters=2,
+                  n_unclustered=1, n_candidates=4, n_selected=2, n_uncovered=1, n_multi=1, coverage=0.8,
+                  objective=1.0, selection_status="optimal", rounds_used=2, embeddings_computed=5,
+                  embeddings_cached=0, n_user_candidates=1, notice=notice)
+    if with_model:
+        values.update(model=usage, n_unparsed=1, notes=["a note"],
+                      hierarchy=[{"name": "money <problems>", "explanation": "x", "size": 2,
+                                  "children": [{"name": "late refund", "explanation": "it is late", "size": 1}]}])
+    else:
+        values.update(goal_notice="The goal asks for sentiment; seeded explanations ({candidates}) can steer it.")
+    values.update(stats)
+
+    def row(i, text, status, cluster, exp, score, also=""):
+        name = {1: "Refunds", 2: "Delivery"}.get(exp)
+        return {"row_index": i, "row_key": str(i), "text_id": f"t{i}" if text else None, "text": text,
+                "status": status, "cluster": cluster, "explanation_id": exp, "explanation_name": name,
+                "explanation": {1: "the refund is late", 2: "the parcel is late"}.get(exp), "score": score,
+                "also_matches": also, "explained_by": "llm" if exp else None, "assigned_by": "llm" if exp else None}
+
+    rows = [row(0, "refund late", "covered", 0, 1, 0.9), row(1, "refund never came", "covered", 0, 1, 0.8, "Delivery"),
+            row(2, "parcel lost", "covered", 1, 2, 0.7), row(3, "parcel <b>late</b>", "covered", -1, 2, 0.6),
+            row(4, "hello there", "uncovered", 1, None, None), row(5, "", "empty", None, None, None)]
+    clusters = [ClusterSummary(1, "Refunds", "the refund is late", "seed", 2, 0.4, 2, 0.85, ["refund"],
+                               ["refund late"], 1, ["refund"]),
+                ClusterSummary(2, "Delivery", "the parcel is late", "llm", 2, 0.4, 3, 0.65, ["parcel"],
+                               ["parcel lost"], 1, [])]
+    return RunResult(run_id=7, goal="why the customer is unhappy", status="complete",
+                     explainer="llm" if with_model else "offline",
+                     corpus={"id": 1, "name": "shop", "source": "shop.csv", "text_column": "text", "n_rows": 6,
+                             "n_texts": 5, "n_empty": 1, "n_duplicate_rows": 0},
+                     settings=config.to_dict(), stats=RunStats(**values), timings={"embed": 1.0, "explain": 2.5},
+                     versions={"textclust": "test"}, created_at="2024-01-02T03:04:05", error=None,
+                     clusters=clusters, rows=rows)
+
+
+# The Settings line as reports printed it from the flat settings of schema version 3, for the
+# configuration typed_result builds (the same names, order and values).
+LEGACY_SETTINGS_LINE = (
+    "Settings: k=2, clusterer=auto, reduction=umap, n_components=10, min_cluster_size=None, min_samples=5, "
+    "max_cluster_share=0.5, embedding_model=all-MiniLM-L6-v2, rounds=None, min_share=0.005, lambda_miss=1.0, "
+    "lambda_overlap=0.5, random_state=0, seeds=[{'name': 'Refunds', 'explanation': 'the refund is late'}], "
+    "only_candidates=False, llm={'model': 'some-llm-1', 'server': 'http://127.0.0.1:8080/v1', 'temperature': 0.0, "
+    "'seed': 0, 'max_output_tokens': 2048, 'api_key_env': 'OPENAI_API_KEY'}, examples=None, depth=2, n_samples=40, "
+    "n_explanations=8, batch_size=10, prefilter=5, escalations=3, merge_threshold=0.9, max_candidate_share=None, "
+    "max_chars=1000")
+
+
+def _report(result, **options):
+    from textclust.report.model import ReportOptions, report_from_result
+
+    return report_from_result(result, ReportOptions(**options))
+
+
+def test_typed_report_shows_the_settings_as_before():
+    from textclust.report.markdown import report_markdown
+
+    md = report_markdown(_report(typed_result()))
+    assert "\n" + LEGACY_SETTINGS_LINE + "\n" in md
+    offline = report_markdown(_report(typed_result(with_model=False)))
+    assert "only_candidates=False, llm=None, examples=None, depth=1," in offline
+
+
+@pytest.mark.parametrize("server", ["gguf", "http://127.0.0.1:8080/v1", "default (OPENAI_BASE_URL or api.openai.com)"])
+def test_settings_stored_flat_read_the_same_after_the_upgrade(server, tmp_path):
+    """A run stored with flat settings (schema ≤ 3) lists the same settings once upgraded to the tree."""
+    from textclust.config import RunConfig, upgrade_flat_settings
+    from textclust.report.model import settings_shown
+
+    if server == "gguf":
+        model_file = tmp_path / "x.gguf"
+        model_file.write_bytes(b"GGUF")
+        server = f"gguf:{model_file}"
+
+    flat = {"k": 2, "clusterer": "auto", "reduction": "umap", "n_components": 10, "min_cluster_size": None,
+            "min_samples": 5, "max_cluster_share": 0.5, "embedding_model": "all-MiniLM-L6-v2", "rounds": None,
+            "min_share": 0.005, "lambda_miss": 1.0, "lambda_overlap": 0.5, "random_state": 0,
+            "seeds": [{"name": "Refunds", "explanation": "the refund is late"}], "only_candidates": False,
+            "llm": {"model": "m", "server": server, "temperature": 0.2, "seed": 3,
+                    "max_output_tokens": 512, "api_key_env": "KEY"},
+            "examples": ["e"], "depth": 2, "n_samples": 40, "n_explanations": 8, "batch_size": 10, "prefilter": 5,
+            "escalations": 3, "merge_threshold": 0.9, "max_candidate_share": None, "max_chars": 1000}
+    shown = settings_shown(RunConfig.from_dict(upgrade_flat_settings(flat)))
+    assert shown == flat and list(shown) == list(flat)
+
+
+def test_typed_report_shows_model_usage_hierarchy_and_counts():
+    from textclust.report.html import render_html
+    from textclust.report.markdown import report_markdown
+    from textclust.report.model import report_json
+
+    report = _report(typed_result())
+    assert report["models"] == {"embedding model": "all-MiniLM-L6-v2", "explainer": "llm",
+                                "language model": "some-llm-1"}
+    assert report["counts"] == {"rows": 6, "texts": 5, "empty": 1, "duplicate_rows": 0, "non_empty": 5,
+                                "covered": 4, "uncovered": 1, "multi": 1, "unclustered": 1, "coverage": 0.8,
+                                "selected": 2, "candidates": 4, "clusters": 2, "rounds": 2}
+    assert report["clusterer"] == "hdbscan" and report["overlaps"]["n_rows"] == 1
+    md = report_markdown(report)
+    assert "| LLM calls, tokens, cost | 17 calls, 12345 in / 678 out, $0.0421 |" in md
+    assert "| language model | some-llm-1 |" in md and "| embedding model | all-MiniLM-L6-v2 |" in md
+    assert "## Hierarchy\n\n- money &lt;problems&gt; (2)\n  - late refund (1)" in md
+    text = Page(render_html(report)).text
+    assert "LLM calls 17" in text and "tokens 12345 in, 678 out" in text and "cost $0.0421" in text
+    assert "no language model configured" not in text
+    assert "Hierarchy money <problems> (2) late refund (1)" in text
+    data = json.loads(json.dumps(report_json(report), default=str))
+    assert data["llm"] == report["result"].stats.model.to_dict()  # the model usage as stored
+    assert data["llm"]["calls_by_stage"] == {"propose": 3, "assign": 14, "describe": 0}
+    assert data["hierarchy"][0]["name"] == "money <problems>"
+    assert data["run_result"]["stats"]["llm"]["calls"] == 17 and data["run_result"]["stats"]["n_seeds"] == 1
+
+
+def test_typed_report_without_a_model():
+    from textclust.report.html import render_html
+    from textclust.report.markdown import report_markdown
+    from textclust.report.model import report_json
+
+    report = _report(typed_result(with_model=False, notice=OFFLINE_NOTICE))
+    assert report["llm"] is None and report["llm_note"] == "no language model configured"
+    assert report["models"]["language model"] == "no language model configured" and report["hierarchy"] is None
+    assert "| LLM calls, tokens, cost | no language model configured |" in report_markdown(report)
+    assert 'id="llm-note">no language model configured<' in render_html(report)
+    data = report_json(report)
+    assert data["llm"] is None and data["notice"] == OFFLINE_NOTICE
+
+
+@pytest.mark.parametrize(("chosen", "k", "used"), [("auto", None, "hdbscan"), ("auto", 3, "kmeans"),
+                                                   ("kmeans", 3, "kmeans"), ("hdbscan", 3, "hdbscan")])
+def test_clusterer_of_runs_stored_before_stats_recorded_it(chosen, k, used):
+    from textclust.config import RunConfig
+
+    config = RunConfig()
+    config.set("clusterer", chosen)
+    config.set("k", k)
+    assert _report(typed_result(clusterer=None, config=config))["clusterer"] == used
+    assert _report(typed_result(clusterer="none", config=config))["clusterer"] == "none"
+
+
+def test_map_reads_the_embeddings_of_the_configured_model():
+    from textclust.config import RunConfig
+    from textclust.report.model import ReportOptions, map_points
+
+    asked = []
+
+    class Store:
+        def cached_embeddings(self, model, text_ids):
+            asked.append(model)
+            rng = np.random.default_rng(0)
+            return {t: rng.normal(size=8).astype(np.float32) for t in text_ids}
+
+    config = RunConfig()
+    config.embedding.model = FAKE_MODEL
+    result = typed_result(config=config)
+    points = map_points(Store(), result, ReportOptions(reduction="pca"))
+    assert asked == [FAKE_MODEL] and points["embedding_model"] == FAKE_MODEL and points["n_points"] == 5
+
+
+def test_typed_summary_and_export(tmp_path):
+    from rich.console import Console
+
+    from textclust.report import export_run, print_summary
+
+    console = Console(record=True, width=200, color_system=None)
+    print_summary(typed_result(), console)
+    out = console.export_text()
+    assert ("Covered 4 of 5 texts (80.0%); uncovered (fit no explanation): 1; in more than one explanation: 1; "
+            "left as noise by hdbscan clustering: 1; unparsed (the model's answer could not be used): 1") in out
+    assert ("Language model some-llm-1 at http://127.0.0.1:8080/v1: 17 calls sent (3 propose, 14 assign requests "
+            "incl. cached), 3 answered from the cache, 1 failed; 12345 prompt + 678 completion tokens; $0.0421") in out
+    assert "2 explanations selected from 4 candidates in 2 round(s); embeddings 5 computed, 0 cached; time" in out
+    assert "Sub-explanations (depth 2)" in out and "late refund (1): it is late" in out
+    console = Console(record=True, width=200, color_system=None)
+    print_summary(typed_result(), console, spell=lambda name: "--" + name)  # the CLI spells its flags
+    assert "Sub-explanations (--depth 2)" in console.export_text()
+    console = Console(record=True, width=200, color_system=None)
+    print_summary(typed_result(with_model=False, clusterer="none"), console)
+    out = console.export_text()
+    assert "left as noise" not in out and "Language model" not in out
+    assert "Goal not served offline: The goal asks for sentiment; seeded explanations (candidates) can steer" in out
+
+    for fmt in ("json", "md", "csv"):
+        export_run(typed_result(), fmt, tmp_path / f"run.{fmt}")
+    data = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    assert data["stats"] == typed_result().stats.to_dict() and data["stats"]["llm_notes"] == ["a note"]
+    md = (tmp_path / "run.md").read_text(encoding="utf-8")
+    assert LEGACY_SETTINGS_LINE in md and "| 3 | 3 | parcel &lt;b&gt;late&lt;/b&gt; | Delivery | 0.6 |" in md
+
+
+def test_stored_texts_name_settings_as_the_reader_knows_them(tmp_path):
+    """A notice names settings as {name}: reports spell them by name, or as `spell` says (the CLI: flags)."""
+    from rich.console import Console
+
+    from textclust.report import export_run, print_summary
+    from textclust.report.markdown import report_markdown
+    from textclust.report.model import report_json
+
+    notice = "Budget ran out: re-run with a larger {max_calls}/{max_tokens}; {not_a_setting} stays."
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    result = typed_result(notice=notice, stop_reason="{max_calls} reached")
+    by_name = "Budget ran out: re-run with a larger max_calls/max_tokens; {not_a_setting} stays."
+    as_flags = "Budget ran out: re-run with a larger --max-calls/--max-tokens; {not_a_setting} stays."
+    assert _report(result)["notice"] == by_name
+    report = _report(result, spell=flag)
+    assert report["notice"] == as_flags and f"> **Note:** {as_flags}" in report_markdown(report)
+    data = report_json(report)
+    assert data["run_result"]["notice"] == as_flags and data["run_result"]["stats"]["stop_reason"] == "--max-calls reached"
+    console = Console(record=True, width=300, color_system=None)
+    print_summary(result, console, spell=flag)
+    assert f"Note: {as_flags}" in console.export_text()
+    export_run(result, "json", tmp_path / "run.json", spell=flag)
+    assert json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["notice"] == as_flags
+    assert result.stats.notice == notice  # the stored text is left as stored
+    assert result.notice == by_name  # what a Python caller reads names the keywords

@@ -11,8 +11,12 @@ import pytest
 
 from conftest import FAKE_MODEL, make_blobs
 from textclust.errors import InputError
-from textclust.explain.seeded import REASON_CLASSIFIER, REASON_SEED, assign_seeds
-from textclust.explain.seeds import Seed, collect_seeds, parse_seed, read_seed_file
+from textclust.explain.user_classifier import REASON_CLASSIFIER, REASON_SEED
+from textclust.explain.user_classifier import classify_user_candidates as assign_seeds
+from textclust.explain.user_candidates import UserCandidate as Seed
+from textclust.explain.user_candidates import collect_user_candidates as collect_seeds
+from textclust.explain.user_candidates import parse_user_candidate as parse_seed
+from textclust.explain.user_candidates import read_user_candidates_file as read_seed_file
 
 # --- parsing ------------------------------------------------------------------------
 
@@ -105,7 +109,8 @@ SEEDS = ["refund: the refund money never arrived", "password: the password reset
 
 @pytest.fixture
 def seeded_db(tmp_path, monkeypatch):
-    """A database with the open-set corpus and its vectors cached; seed texts embed to e0 / e1."""
+    """A database with the open-set corpus and its vectors cached; seed texts embed to e0 / e1
+    (for the CLI, which builds its own embedder: the model is patched, never loaded)."""
     from textclust.embed import Embedder
     from textclust.ingest import corpus_from_texts
     from textclust.store import Database
@@ -136,7 +141,7 @@ def test_only_candidates_through_the_cli(seeded_db, cli_invoke, tmp_path):
     assert sorted(c["name"] for c in data["clusters"]) == ["password", "refund"]
     assert all(c["source"] == "seed" for c in data["clusters"])
     assert data["stats"]["n_uncovered"] == 20  # the third topic fits no seed
-    assert data["settings"]["seeds"][0] == {"name": "refund", "explanation": "the refund money never arrived"}
+    assert data["settings"]["explaining"]["user_candidates"][0] == {"name": "refund", "explanation": "the refund money never arrived"}
     run_id = data["run_id"]
     out = tmp_path / "out.csv"
     assert cli_invoke("export", run_id, "--db", path, "-o", out).exit_code == 0
@@ -152,17 +157,23 @@ def test_only_candidates_through_the_cli(seeded_db, cli_invoke, tmp_path):
     assert [(c["name"], c["size"]) for c in again["clusters"]] == [(c["name"], c["size"]) for c in data["clusters"]]
 
 
-def test_seeds_join_proposals_and_are_kept(seeded_db):
+def test_seeds_join_proposals_and_are_kept(tmp_path):
+    from tests.fakes import FakeEmbedder
+    from textclust.config import RunConfig
     from textclust.ingest import corpus_from_texts
-    from textclust.pipeline import Pipeline, Settings
+    from textclust.pipeline import Pipeline
     from textclust.results import load_run
     from textclust.store import Database
 
-    path, _, blobs = seeded_db
-    db = Database(path)
+    # The open-set corpus; the seed texts embed to e0 / e1. The fake knows no other string
+    # (the goal): no goal ranking.
+    blobs, X, E = _open_set_blobs()
     seeds = [{"name": s.split(": ")[0], "explanation": s.split(": ")[1]} for s in SEEDS]
-    settings = Settings(k=3, reduction="none", embedding_model=FAKE_MODEL, seeds=seeds)
-    run_id = Pipeline(db, settings).run(corpus_from_texts(blobs.texts, name="blobs"), "which problem")
+    embedder = FakeEmbedder(blobs.texts + [s["explanation"] for s in seeds], np.vstack([X, E]))
+    db = Database(tmp_path / "seeded.db")
+    settings = RunConfig.from_flat(k=3, reduction="none", embedding_model=FAKE_MODEL, candidates=seeds)
+    run_id = Pipeline(db, settings, embedder=embedder).run(corpus_from_texts(blobs.texts, name="blobs"),
+                                                           "which problem")
     result = load_run(db, run_id)
     sources = {c.name: c.source for c in result.clusters}
     assert sources.get("refund") == "seed" and sources.get("password") == "seed"
@@ -199,7 +210,7 @@ def test_version_1_database_is_upgraded(fake_run_db, copy_db):
     columns = [row[1] for row in con.execute("PRAGMA table_info(text_results)")]
     versions = [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY version")]
     con.close()
-    assert "reason" in columns and versions == [1, 2, 3]  # brought to the latest version
+    assert "reason" in columns and versions == [1, 2, 3, 4]  # brought to the latest version
 
 
 # --- the goal without seeds -----------------------------------------------------------
@@ -223,10 +234,10 @@ def test_goal_notice_is_stored_and_printed(sample_run, cli_invoke):
 
 def test_malformed_seeds_in_settings_are_refused():
     from textclust.errors import SettingsError
-    from textclust.pipeline import Settings
+    from textclust.config import RunConfig
 
     with pytest.raises(SettingsError, match="non-empty name and explanation"):
-        Settings(seeds=[{"name": "a"}]).validate(10)
+        RunConfig.from_flat(candidates=[{"name": "a"}]).validate(10)
 
 
 # --- open set on real text (the sample corpus, the real embedding model) ---------------------------

@@ -223,8 +223,9 @@ def test_fake_run_is_complete_and_loadable(fake_run_db, blobs):
     db.close()
     assert result.status == "complete"
     assert len(result.clusters) == 3
-    assert result.stats["coverage"] == pytest.approx(1.0)
-    assert result.stats["embeddings_computed"] == 0
+    assert result.stats.coverage == pytest.approx(1.0)
+    # The fake embedder computed every vector (nothing was pre-filled) and the run cached them.
+    assert (result.stats.embeddings_computed, result.stats.embeddings_cached) == (len(blobs.texts), 0)
     assert result.settings == fake_run_db.settings.to_dict()
     assert len(result.rows) == len(blobs.texts)
     assert sorted(c.size for c in result.clusters) == [20, 20, 20]
@@ -254,7 +255,7 @@ def test_failed_run_is_marked_failed_and_earlier_runs_stay_intact(exception, cop
     def explode(self, *args, **kwargs):
         raise exception
 
-    monkeypatch.setattr("textclust.pipeline.OfflineExplainer.explain", explode)
+    monkeypatch.setattr("textclust.explain.OfflineExplainer.explain", explode)
     with pytest.raises(type(exception)):
         Pipeline(db, fake_run_db.settings).run(fake_run_db.corpus, "which topic the text is about")
 
@@ -271,9 +272,8 @@ def test_failed_run_is_marked_failed_and_earlier_runs_stay_intact(exception, cop
     # The failed run loads (no clusters, its error kept) and is never reused.
     loaded = load_run(db, failed.id)
     assert loaded.status == "failed" and loaded.clusters == [] and loaded.rows == []
-    corpus_id = runs[fake_run_db.run_id].corpus_id
-    assert db.find_complete_run(corpus_id, "which topic the text is about",
-                                fake_run_db.settings.to_dict()) == fake_run_db.run_id
+    assert failed.settings_key == runs[fake_run_db.run_id].settings_key
+    assert db.find_complete_run_by_key(failed.settings_key) == fake_run_db.run_id
     db.close()
 
 
@@ -303,7 +303,7 @@ def test_failed_run_through_the_cli(cli_invoke, copy_db, fake_run_db, monkeypatc
     def explode(self, *args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("textclust.pipeline.OfflineExplainer.explain", explode)
+    monkeypatch.setattr("textclust.explain.OfflineExplainer.explain", explode)
     with pytest.raises(RuntimeError):
         Pipeline(db, fake_run_db.settings).run(fake_run_db.corpus, "which topic the text is about")
     failed_id = max(run.id for run, _ in db.list_runs())
@@ -347,3 +347,432 @@ def test_copy_of_database_is_byte_stable(fake_run_db, tmp_path):
     digest = file_sha256(path)
     table_counts(path)
     assert file_sha256(path) == digest
+
+
+# --- the store's own interface, without the pipeline ------------------------------------------------
+#
+# Runs built straight through the Database methods with a hand-made ExplainResult, so that
+# these tests say what the store promises whatever the stages above it do.
+
+
+def _result(n_texts: int):
+    """A small ExplainResult over ``n_texts`` texts: three candidates, two selected, two rounds,
+    evidence quotes, a failed text and (depth 2) two sub-explanations of the first one."""
+    from textclust.interfaces import NOISE, Assignment, Candidate, ExplainResult, RoundRecord, SelectionResult
+
+    rng = np.random.default_rng(1)
+    scores = rng.choice([1.0, 0.0], size=(n_texts, 3), p=[0.45, 0.55])
+    scores[0] = [1.0, 1.0, 0.0]  # matches both selected explanations
+    scores[1] = np.nan  # its judgment failed: fits nothing
+    matches = scores == 1.0
+    failed = np.zeros(n_texts, dtype=bool)
+    failed[1] = True
+    evidence = {(int(i), int(j)): f"quote {i}/{j}" for i, j in np.argwhere(matches)}
+    candidates = [Candidate(f"name {j}", f"explanation {j}", np.zeros(4, dtype=np.float32), "llm", round=1 + j // 2,
+                            source_cluster=j, terms=[f"term{j}"]) for j in range(3)]
+    selection = SelectionResult([0, 1], 2.0, "optimal", 0.75)
+    labels = np.array([i % 2 for i in range(n_texts)])
+    later = np.full(n_texts, NOISE)
+    later[-3:] = 0
+    members = np.flatnonzero(matches[:, 0])
+    child_scores = np.ones((len(members), 2))
+    child_scores[::2, 1] = 0.0
+    child = ExplainResult(
+        [Candidate(f"sub {c}", f"sub-explanation {c}", np.zeros(4, dtype=np.float32), "llm") for c in range(2)],
+        Assignment(child_scores, np.full(2, 0.5), child_scores == 1.0,
+                   evidence={(0, 0): "a sub quote"}),
+        SelectionResult([0, 1], 0.0, "optimal", 1.0))
+    result = ExplainResult(
+        candidates, Assignment(scores, np.full(3, 0.5), matches, failed=failed, evidence=evidence), selection,
+        rounds=[RoundRecord(1, labels, 2, SelectionResult([0, 1], 2.0, "optimal", 0.7)),
+                RoundRecord(2, later, 1, selection)],
+        children={0: child}, child_members={0: members})
+    return result, labels
+
+
+def _stored_run(db: Database, corpus, settings: dict | None = None, status: str = "complete") -> int:
+    """A run stored through the Database methods only (settings default to the tree's defaults)."""
+    from textclust.config import RunConfig
+    from textclust.stats import RunStats
+    from textclust.store import settings_key
+
+    settings = RunConfig().to_dict() if settings is None else settings
+    corpus_id = db.save_corpus(corpus)
+    run_id = db.start_run(corpus_id, "the goal", "llm", settings, settings_key(corpus_id, "the goal", settings),
+                          {"textclust": "test"})
+    result, labels = _result(corpus.n_texts)
+    position = {t: i for i, t in enumerate(corpus.text_ids)}
+    weights = np.bincount([position[t] for t in corpus.row_text_ids if t is not None],
+                          minlength=corpus.n_texts).astype(float)
+    db.write_result(run_id, text_ids=corpus.text_ids, labels=labels, weights=weights, result=result, k=None,
+                    stats=RunStats(n_rows=corpus.n_rows, n_texts=corpus.n_texts, coverage=0.75, notice="a notice",
+                                   n_user_candidates=0, notes=["a note"]),
+                    timings={"explain": 1.5}, status=status)
+    return run_id
+
+
+STORE_TEXTS = [f"text number {i} about {['refunds', 'passwords', 'delivery'][i % 3]}" for i in range(12)] + [
+    "", "text number 0 about refunds"]
+
+
+def test_load_corpus_gives_back_what_was_saved(tmp_path):
+    db = Database(tmp_path / "corpus.db")
+    texts = [f"distinct text {i}" for i in range(2000)] + ["", "distinct text 5", "  distinct  text 7 "]  # > 900 ids
+    corpus = corpus_from_texts(texts, name="many")
+    corpus_id = db.save_corpus(corpus)
+    loaded = db.load_corpus(corpus_id)
+    assert (loaded.name, loaded.source, loaded.format, loaded.text_column, loaded.id_column) == (
+        corpus.name, corpus.source, corpus.format, corpus.text_column, corpus.id_column)
+    assert loaded.row_keys == corpus.row_keys and loaded.row_text_ids == corpus.row_text_ids
+    assert list(loaded.texts.items()) == list(corpus.texts.items())  # first-seen order too
+    assert loaded.fingerprint == corpus.fingerprint
+    with pytest.raises(NotFoundError, match="no corpus with id 99"):
+        db.load_corpus(99)
+    db.close()
+
+
+def test_start_run_is_claimed_at_once(tmp_path):
+    import os
+    import socket
+
+    from textclust.store import settings_key
+
+    db = Database(tmp_path / "start.db")
+    corpus_id = db.save_corpus(corpus_from_texts(STORE_TEXTS))
+    key = settings_key(corpus_id, "g", {"k": 2})
+    run_id = db.start_run(corpus_id, "g", "offline-extractive", {"version": 2}, key, {"textclust": "x"})
+    run = db.get_run(run_id)
+    assert (run.status, run.explainer, run.settings, run.settings_key, run.versions, run.stats) == (
+        "running", "offline-extractive", {"version": 2}, key, {"textclust": "x"}, {})
+    assert run.claimed_by == {"pid": os.getpid(), "host": socket.gethostname()}
+    assert db.claim_unfinished_run(key) is None  # this (live) process works on it
+    db.close()
+
+
+def _set_run(path, run_id: int, **columns) -> None:
+    con = sqlite3.connect(path)
+    try:
+        for column, value in columns.items():
+            con.execute(f"UPDATE runs SET {column} = ? WHERE id = ?",
+                        (json.dumps(value) if isinstance(value, dict) else value, run_id))
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_claim_unfinished_run_takes_the_newest_unfinished_one(tmp_path):
+    import os
+
+    from textclust.store import settings_key
+
+    path = tmp_path / "claim.db"
+    db = Database(path)
+    corpus_id = db.save_corpus(corpus_from_texts(STORE_TEXTS))
+    key = settings_key(corpus_id, "g", {})
+    first, second = (db.start_run(corpus_id, "g", "x", {}, key, {}) for _ in range(2))
+    dead = {"pid": 2**22 + 12345, "host": __import__("socket").gethostname()}  # above any pid_max: never alive
+    _set_run(path, second, claimed_by=dead)
+    assert db.claim_unfinished_run(key) == second  # running, but its process is gone: interrupted
+    run = db.get_run(second)
+    assert run.status == "running" and run.claimed_by["pid"] == os.getpid() and run.error is None
+    assert db.claim_unfinished_run(key) is None  # now this process holds it (and the older one is live too)
+    for status in ("failed", "incomplete"):
+        _set_run(path, second, status=status, error="something", stats={"coverage": 0.5})
+        assert db.claim_unfinished_run(key) == second
+        run = db.get_run(second)
+        assert (run.status, run.error, run.finished_at, run.stats) == ("running", None, None, {})
+    _set_run(path, second, status="complete")
+    _set_run(path, first, status="failed")
+    assert db.claim_unfinished_run(key) is None  # a complete run is newer than the failed one: start afresh
+    assert db.claim_unfinished_run("another key") is None
+    another_host = {"pid": 1, "host": "some-other-machine"}
+    _set_run(path, second, status="running", claimed_by=another_host)
+    assert db.claim_unfinished_run(key) == first  # cannot check another machine's process: left alone
+    assert db.get_run(second).claimed_by == another_host
+    db.close()
+
+
+def test_claim_run_refuses_a_takeover_from_a_live_process(tmp_path):
+    from textclust.errors import SettingsError
+    from textclust.store import settings_key
+
+    path = tmp_path / "takeover.db"
+    db = Database(path)
+    corpus_id = db.save_corpus(corpus_from_texts(STORE_TEXTS))
+    run_id = db.start_run(corpus_id, "g", "x", {}, settings_key(corpus_id, "g", {}), {})
+    _set_run(path, run_id, claimed_by={"pid": 1, "host": "some-other-machine"})
+    with pytest.raises(SettingsError, match=f"^run {run_id} is being worked on by process 1$"):
+        db.claim_run(run_id, takeover=True)
+    db.claim_run(run_id)  # without takeover: claimed regardless
+    assert db.get_run(run_id).claimed_by["host"] != "some-other-machine"
+    db.fail_run(run_id, "boom")
+    db.claim_run(run_id, takeover=True)  # a failed run is free to take
+    assert db.get_run(run_id).status == "running"
+    with pytest.raises(NotFoundError, match="no run with id 777"):
+        db.claim_run(777)
+    db.close()
+
+
+def test_write_and_read_a_result_through_the_store(tmp_path):
+    from textclust.config import RunConfig
+    from textclust.results import ROW_COLUMNS
+    from textclust.stats import RunStats
+
+    path = tmp_path / "result.db"
+    db = Database(path)
+    corpus = corpus_from_texts(STORE_TEXTS)
+    settings = RunConfig.from_flat(k=2, rounds=2).to_dict()
+    run_id = _stored_run(db, corpus, settings)
+    result = load_run(db, run_id)
+    assert result.status == "complete" and result.settings == settings
+    assert result.config == RunConfig.from_dict(settings) and result.config.explaining.k == 2
+    assert isinstance(result.stats, RunStats) and result.stats.notes == ["a note"]
+    assert (result.notice, result.coverage) == ("a notice", 0.75)
+    stored = json.loads(_rows(path, f"SELECT stats FROM runs WHERE id = {run_id}")[0][0])
+    assert result.to_dict()["stats"] == stored == result.stats.to_dict()  # the stored form, as `show --json` prints
+    assert "n_seeds" in stored and "llm_notes" in stored  # the keys earlier versions wrote
+    assert list(result.to_dataframe().columns) == ROW_COLUMNS and len(result.rows) == corpus.n_rows
+    by_status = {}
+    for row in result.rows:
+        by_status.setdefault(row["status"], []).append(row)
+    assert set(by_status) <= {"covered", "uncovered", "unparsed", "empty"}
+    assert len(by_status["empty"]) == 1 and [r["text"] for r in by_status["unparsed"]] == [STORE_TEXTS[1]]
+    first = result.rows[0]
+    assert first["also_matches"] and first["status"] == "covered"  # matches both selected explanations
+    assert {c.name for c in result.clusters} == {"name 0", "name 1"}
+    assert all(c.evidence and len(c.evidence) <= 3 for c in result.clusters)
+    # depth 2: the sub-explanations are stored under their parent and are not clusters
+    parents = _rows(path, f"SELECT e.name, p.name FROM explanations e JOIN explanations p ON e.parent_id = p.id "
+                          f"WHERE e.run_id = {run_id} ORDER BY e.position")
+    assert parents == [("sub 0", "name 0"), ("sub 1", "name 0")]
+    assert _rows(path, "SELECT count(*) FROM assignments WHERE evidence = 'a sub quote'") == [(1,)]
+    # everything is replaced when the run is written again (a resume in place): no duplicates
+    before = table_counts(path, ("explanations", "assignments", "text_results", "clusters", "cluster_members",
+                                 "selections"))
+    db.claim_run(run_id)
+    result_again, labels = _result(corpus.n_texts)
+    db.write_result(run_id, text_ids=corpus.text_ids, labels=labels, weights=np.ones(corpus.n_texts),
+                    result=result_again, k=None, stats=RunStats(), timings={}, status="incomplete",
+                    error="budget")
+    assert table_counts(path, tuple(before)) == before
+    assert load_run(db, run_id).status == "incomplete" and len(load_run(db, run_id).clusters) == 2
+    db.close()
+
+
+def test_an_unfinished_run_reads_without_results(tmp_path):
+    db = Database(tmp_path / "unfinished.db")
+    corpus = corpus_from_texts(STORE_TEXTS)
+    run_id = _stored_run(db, corpus)
+    db.claim_run(run_id)
+    result = load_run(db, run_id)
+    assert result.status == "running" and result.rows == [] and result.clusters == []
+    assert result.stats.to_dict() == __import__("textclust.stats", fromlist=["RunStats"]).RunStats().to_dict()
+    assert "pid" not in result.to_dict()["stats"]  # the claim is not part of the stats any more
+    with pytest.raises(NotFoundError, match="no run with id 4242"):
+        load_run(db, 4242)
+    db.close()
+
+
+def test_find_complete_run_by_settings(tmp_path):
+    from textclust.store import settings_key
+
+    db = Database(tmp_path / "find.db")
+    corpus = corpus_from_texts(STORE_TEXTS)
+    run_id = _stored_run(db, corpus, settings={"k": 3})
+    corpus_id = db.get_run(run_id).corpus_id
+    assert db.get_run(run_id).settings_key == settings_key(corpus_id, "the goal", {"k": 3})
+    assert db.find_complete_run(corpus_id, "the goal", {"k": 3}) == run_id
+    assert db.find_complete_run(corpus_id, "the goal", {"k": 4}) is None
+    db.fail_run(run_id, "x")
+    assert db.find_complete_run(corpus_id, "the goal", {"k": 3}) is None
+    db.close()
+
+
+def test_the_language_model_record(tmp_path):
+    from textclust.llm.record import CallRow, Recorder, calls_for_run, capability_key, usage_for_run
+    from textclust.llm.transport import ChatResponse
+
+    db = Database(tmp_path / "record.db")
+    run_id = _stored_run(db, corpus_from_texts(STORE_TEXTS))
+    recorder = Recorder(db, secrets=["sk-very-secret"])
+    answer = ChatResponse("the answer sk-very-secret", 10, 5, "stop")
+    call = CallRow("propose", "m", "http://server/v1", [{"role": "user", "content": "key sk-very-secret"}],
+                   "json_object", "ok", "key-1", run_id=run_id, response=answer.content, prompt_tokens=10,
+                   completion_tokens=5, retries=1)
+    first = recorder.log(call, answer)
+    second = recorder.log(CallRow("propose", "m", "http://server/v1", [], "json_object", "cached", "key-1",
+                                  run_id=run_id))
+    recorder.log(CallRow("assign", "m", "http://server/v1", [], "json_schema", "error", "key-2", run_id=run_id,
+                         error="HTTP 500 sk-very-secret", prompt_tokens=3))
+    assert second == first + 1
+    cached = recorder.cached("key-1")
+    assert cached == ChatResponse("the answer ***", 10, 5, "stop")
+    assert recorder.cached("key-2") is None
+    assert recorder.capability("http://server/v1", "m") is None
+    recorder.remember_capability("http://server/v1", "m", "json_object")
+    recorder.remember_capability("http://server/v1", "m", "none")
+    assert recorder.capability("http://server/v1", "m") == "none"
+    assert recorder.cached(capability_key("http://server/v1", "m")) is None  # a memo, not an answer
+    calls = calls_for_run(db, run_id)
+    assert [c.status for c in calls] == ["ok", "cached", "error"]
+    assert calls[0].messages == [{"role": "user", "content": "key ***"}] and "sk-very" not in calls[2].error
+    assert usage_for_run(db, run_id) == {"calls": 2, "cached_calls": 1, "failed_calls": 1, "prompt_tokens": 13,
+                                         "completion_tokens": 5, "retries": 1}
+    assert db.recorded_structured_mode(run_id) == "json_object"  # the last call with an answer
+    assert db.recorded_structured_mode(run_id + 1) is None
+    db.close()
+
+
+# --- migration 4: the settings tree and runs.claimed_by ---------------------------------------------
+
+FLAT_V3_SETTINGS = {  # what Settings.to_dict() stored up to schema version 3 (a run with a model)
+    "k": 4, "clusterer": "kmeans", "reduction": "pca", "n_components": 5, "min_cluster_size": None,
+    "min_samples": 5, "max_cluster_share": 0.5, "embedding_model": "some-model", "rounds": 2, "min_share": 0.01,
+    "lambda_miss": 1.0, "lambda_overlap": 0.25, "random_state": 3,
+    "seeds": [{"name": "refund", "explanation": "the refund never came"}], "only_candidates": False,
+    "llm": {"model": "gpt-x", "server": "http://127.0.0.1:8080/v1", "temperature": 0.0, "seed": 7,
+            "max_output_tokens": 900, "api_key_env": "MY_KEY"},
+    "examples": ["an example"], "depth": 2, "n_samples": 30, "n_explanations": 6, "batch_size": 8, "prefilter": 4,
+    "escalations": 2, "merge_threshold": 0.85, "max_candidate_share": None, "max_chars": 500,
+}
+
+
+def _downgrade_to_v3(path, flat_settings: dict, claims: dict) -> None:
+    """What a version-3 textclust left: flat settings, the claim inside stats, no claimed_by,
+    stamps 1 to 3. ``claims``: run id -> {"pid", "host"} written into its stats."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute("UPDATE runs SET settings = ?", (json.dumps(flat_settings),))
+        for run_id, claim in claims.items():
+            stats = json.loads(con.execute("SELECT stats FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+            con.execute("UPDATE runs SET stats = ? WHERE id = ?", (json.dumps({**stats, **claim}), run_id))
+        con.execute("ALTER TABLE runs DROP COLUMN claimed_by")
+        con.execute("DELETE FROM schema_migrations WHERE version >= 4")
+        con.commit()
+    finally:
+        con.close()
+
+
+def _make_v3_database(path, claims_for_second: dict | None = None):
+    """Two runs of a version-3 database: a complete one, and a 'running' one claimed (in its
+    stats) as ``claims_for_second`` says. Returns (run ids, their settings keys)."""
+    db = Database(path)
+    corpus = corpus_from_texts(STORE_TEXTS)
+    complete = _stored_run(db, corpus, FLAT_V3_SETTINGS)
+    running = _stored_run(db, corpus, FLAT_V3_SETTINGS)
+    db.claim_run(running)
+    keys = [db.get_run(r).settings_key for r in (complete, running)]
+    db.close()
+    claim = claims_for_second or {"pid": 2**22 + 4321, "host": __import__("socket").gethostname()}
+    _downgrade_to_v3(path, FLAT_V3_SETTINGS, {running: claim})
+    con = sqlite3.connect(path)
+    stats = json.loads(con.execute("SELECT stats FROM runs WHERE id = ?", (running,)).fetchone()[0])
+    con.close()
+    assert stats == claim  # what claims.claim used to leave in a running run's stats
+    return (complete, running), keys
+
+
+def test_version_3_database_is_migrated_to_4(tmp_path):
+    from textclust.config import RunConfig, upgrade_flat_settings
+
+    path = tmp_path / "v3.db"
+    (complete, running), keys = _make_v3_database(path)
+    db = Database(path)  # opening migrates
+    before = load_run(db, complete)
+    db.close()
+    versions = _rows(path, "SELECT version, name FROM schema_migrations ORDER BY version")
+    assert [v for v, _ in versions] == [1, 2, 3, 4] == list(range(1, SCHEMA_VERSION + 1))
+    assert "claimed_by" in versions[3][1]
+    stored = {run_id: (json.loads(s), key, json.loads(st), json.loads(c) if c else None)
+              for run_id, s, key, st, c in _rows(path, "SELECT id, settings, settings_key, stats, claimed_by FROM runs")}
+    tree = upgrade_flat_settings(FLAT_V3_SETTINGS)
+    for run_id, key in zip((complete, running), keys):
+        settings, settings_key, _, _ = stored[run_id]
+        assert settings == tree and "explaining" in settings
+        assert settings_key == key  # untouched: the run is still found by the same command
+    assert stored[running][2] == {} and stored[running][3]["pid"] == 2**22 + 4321  # the claim moved
+    assert stored[complete][3] is None and "pid" not in stored[complete][2]
+    # the settings read back as the tree, with every flat value in its place
+    config = before.config
+    assert isinstance(config, RunConfig) and config.flat()["k"] == 4
+    assert (config.clustering.algorithm, config.clustering.reduction, config.embedding.model) == (
+        "kmeans", "pca", "some-model")
+    assert config.explaining.user_candidates == FLAT_V3_SETTINGS["seeds"] and config.explaining.depth == 2
+    assert (config.model.model, config.model.base_url, config.model.seed, config.model.api_key_env) == (
+        "gpt-x", "http://127.0.0.1:8080/v1", 7, "MY_KEY")
+    assert config.random_state == 3
+    assert before.status == "complete" and len(before.rows) == len(STORE_TEXTS) and len(before.clusters) == 2
+    # the interrupted run (its process is gone) is resumed by the same command
+    db = Database(path)
+    assert db.claim_unfinished_run(keys[1]) == running
+    db.close()
+
+
+def test_migration_4_keeps_a_live_claim(tmp_path):
+    import os
+    import socket
+
+    path = tmp_path / "live.db"
+    (_, running), keys = _make_v3_database(path, {"pid": os.getpid(), "host": socket.gethostname()})
+    db = Database(path)
+    assert db.get_run(running).claimed_by == {"pid": os.getpid(), "host": socket.gethostname()}
+    assert db.claim_unfinished_run(keys[1]) is None  # a live process works on it
+    db.close()
+
+
+def test_migration_4_leaves_settings_already_in_the_tree_alone(tmp_path):
+    from textclust.config import RunConfig
+
+    path = tmp_path / "tree.db"
+    db = Database(path)
+    tree = RunConfig.from_flat(k=5).to_dict()
+    run_id = _stored_run(db, corpus_from_texts(STORE_TEXTS), tree)
+    db.close()
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM schema_migrations WHERE version >= 4")  # claimed_by kept: the step skips adding it
+    con.commit()
+    con.close()
+    db = Database(path)
+    assert db.get_run(run_id).settings == tree
+    db.close()
+    assert [v for (v,) in _rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
+
+
+def test_version_1_database_is_migrated_to_the_latest(tmp_path):
+    """Every step in order: a version-1 database (no reason column, flat settings) opens and reads."""
+    path = tmp_path / "v1.db"
+    (complete, _), _ = _make_v3_database(path)
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE text_results DROP COLUMN reason")
+    con.execute("DELETE FROM schema_migrations WHERE version >= 2")
+    con.commit()
+    con.close()
+    db = Database(path)
+    result = load_run(db, complete)
+    db.close()
+    assert [v for (v,) in _rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
+    assert result.config.explaining.k == 4 and len(result.rows) == len(STORE_TEXTS)
+
+
+def test_a_failure_while_writing_a_result_leaves_none_of_it(tmp_path, monkeypatch):
+    from textclust.stats import RunStats
+
+    path = tmp_path / "partial.db"
+    db = Database(path)
+    corpus = corpus_from_texts(STORE_TEXTS)
+    kept = _stored_run(db, corpus)
+    counts = table_counts(path, ("explanations", "assignments", "text_results", "clusters", "cluster_members",
+                                 "selections"))
+    run_id = db.start_run(db.get_run(kept).corpus_id, "another goal", "x", {}, "key", {})
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr("textclust.store.write.utcnow", fail)  # at the very end of the transaction
+    result, labels = _result(corpus.n_texts)
+    with pytest.raises(RuntimeError, match="disk full"):
+        db.write_result(run_id, text_ids=corpus.text_ids, labels=labels, weights=np.ones(corpus.n_texts),
+                        result=result, k=None, stats=RunStats(), timings={})
+    assert table_counts(path, tuple(counts)) == counts
+    assert db.get_run(run_id).status == "running" and db.get_run(kept).status == "complete"
+    db.close()

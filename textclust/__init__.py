@@ -10,27 +10,43 @@ Quick use from Python::
 
     # with a language model (any OpenAI-compatible server):
     result = textclust.run("data/complaints.csv", goal="…", llm={"model": "gpt-4o-mini"})
+
+    # the whole configuration as one tree (defaults written once, in textclust.config):
+    config = textclust.RunConfig.from_flat(k=5, clusterer="kmeans")
+
+The names below are imported on first use, so that importing one part of the package
+(``textclust.config``, ``textclust.cli``) does not import every stage.
 """
 
-__version__ = "0.1.0"
+from importlib import import_module
 
-from .api import run, run_texts  # noqa: E402
-from .errors import TextclustError  # noqa: E402
-from .llm.config import LLMConfig  # noqa: E402
-from .pipeline import Pipeline, Settings  # noqa: E402
-from .results import ClusterSummary, RunResult, load_run  # noqa: E402
-from .store import Database  # noqa: E402
+from ._version import __version__
 
-__all__ = [
-    "ClusterSummary",
-    "Database",
-    "LLMConfig",
-    "Pipeline",
-    "RunResult",
-    "Settings",
-    "TextclustError",
-    "load_run",
-    "run",
-    "run_texts",
-    "__version__",
-]
+# public name -> the module defining it
+_WHERE = {
+    "ClusterSummary": "results",
+    "Database": "store",
+    "LLMConfig": "llm.config",
+    "Pipeline": "pipeline",
+    "RunConfig": "config",
+    "RunResult": "results",
+    "Settings": "config",
+    "TextclustError": "errors",
+    "load_run": "results",
+    "run": "api",
+    "run_texts": "api",
+}
+
+__all__ = sorted(_WHERE) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

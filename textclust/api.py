@@ -1,12 +1,18 @@
-"""The Python entry points: a whole run in one call."""
+"""The Python entry points: a whole run in one call.
+
+Settings are the keywords of :meth:`textclust.config.RunConfig.from_flat` (``k=5``,
+``clusterer="kmeans"``, ``candidates=[...]``…); their defaults are those of
+:mod:`textclust.config`. Errors name those keywords (``k must be at least 1``), and every
+setting is checked before the database is touched.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .config import RunConfig
 from .ingest import corpus_from_texts, read_corpus
 from .llm.config import LLMConfig
-from .pipeline import Pipeline, Settings, llm_identity
 from .results import RunResult, load_run
 from .store import Database
 
@@ -22,30 +28,43 @@ def run(
     db: str | Path | Database = DEFAULT_DB,
     progress: bool | None = False,
     llm: LLMConfig | dict | None = None,
+    embedder=None,
+    clusterer=None,
+    client=None,
     **settings,
 ) -> RunResult:
-    """Cluster the texts of a file for ``goal``; settings are those of :class:`Settings`.
+    """Cluster the texts of a file for ``goal``; ``settings`` are the flat keywords of
+    :class:`~textclust.config.RunConfig` (``k``, ``clusterer``, ``embedding_model``, …).
 
     ``llm``: an :class:`~textclust.llm.config.LLMConfig` or a dict of its fields
     (``{"model": "gpt-4o-mini"}``, ``{"model": "m", "base_url": "http://127.0.0.1:8080/v1"}``);
     None = offline explainer.
+
+    ``embedder``, ``clusterer``, ``client``: components to use instead of the built-in ones
+    (see :mod:`textclust.interfaces`), passed to :class:`~textclust.pipeline.Pipeline`. A
+    ``clusterer`` given as a string is the setting instead, the algorithm's name
+    (``"auto"``, ``"hdbscan"``, ``"kmeans"``), as it always was.
     """
     corpus = read_corpus(path, text_column=text_column, id_column=id_column)
-    return _run(corpus, goal, db, progress, llm, settings)
+    return _run(corpus, goal, db, progress, llm, settings,
+                dict(embedder=embedder, clusterer=clusterer, client=client))
 
 
 def run_texts(texts: list[str], goal: str, *, db: str | Path | Database = DEFAULT_DB,
-              progress: bool | None = False, llm: LLMConfig | dict | None = None, **settings) -> RunResult:
-    """Cluster an in-memory list of strings for ``goal``."""
-    return _run(corpus_from_texts(list(texts)), goal, db, progress, llm, settings)
+              progress: bool | None = False, llm: LLMConfig | dict | None = None,
+              embedder=None, clusterer=None, client=None, **settings) -> RunResult:
+    """Cluster an in-memory list of strings for ``goal`` (keywords as for :func:`run`)."""
+    return _run(corpus_from_texts(list(texts)), goal, db, progress, llm, settings,
+                dict(embedder=embedder, clusterer=clusterer, client=client))
 
 
-def _run(corpus, goal, db, progress, llm, settings) -> RunResult:
-    options = Settings(**settings)
-    config = LLMConfig(**llm) if isinstance(llm, dict) else llm
-    if config is not None:
-        options.llm = llm_identity(config)  # validated before the database is touched
-    options.validate(corpus.n_texts, goal)  # before the database is touched
+def _run(corpus, goal, db, progress, llm, settings: dict, components: dict) -> RunResult:
+    from .pipeline import Pipeline
+
+    if isinstance(components["clusterer"], str):  # the setting (an algorithm's name), not a component
+        settings = {**settings, "clusterer": components.pop("clusterer")}
+    config = RunConfig.from_flat(model=llm, **settings)
+    config.validate(corpus.n_texts, goal)  # before the database is touched
     database = db if isinstance(db, Database) else Database(db)
-    run_id = Pipeline(database, options, progress=progress, llm=config).run(corpus, goal)
+    run_id = Pipeline(database, config, progress=progress, **components).run(corpus, goal)
     return load_run(database, run_id)

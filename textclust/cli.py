@@ -2,6 +2,11 @@
 
 User-facing problems (:class:`TextclustError`) print one line on stderr and exit 2;
 nothing the user types should ever show a traceback.
+
+The library names settings, never flags: its messages say ``{k}``, ``{clusterer}``…
+(see :mod:`textclust.errors`), and this module spells each as its flag (:func:`flag_for`).
+The defaults of the settings are written once, in :mod:`textclust.config`; an option
+left unset leaves its setting at that default, and ``--help`` shows it from there.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import sys
 
 import click
 
-from .errors import TextclustError
+from .config import CLUSTERERS, REDUCTIONS, default_of
+from .errors import TextclustError, register_settings, render_settings
+from .llm.config import STRUCTURED_MODES, LLMConfig
 
 DB_OPTION = click.option(
     "--db",
@@ -23,6 +30,83 @@ DB_OPTION = click.option(
     help="SQLite database that records corpora, runs and results.",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+# Settings whose flag is not "--" + the name with "-" for "_".
+FLAGS = {
+    "random_state": "--seed",
+    "seed": "--seed",  # the language model's seed is the run's --seed
+    "candidates": "--candidate or --candidates",
+    "candidate": "--candidate",  # one "NAME: explanation" string
+    "candidates_file": "--candidates",  # the file of them
+    "examples": "--example",
+    "model": "--llm-model",
+    "base_url": "--llm-base-url",
+    "api_key_env": "--llm-api-key-env",
+    "gguf": "--llm-gguf",
+    "timeout": "--llm-timeout",
+    "structured": "--llm-structured",
+}
+
+
+# Names of the CLI's own that library messages use ("{dry_run} estimates…": Pipeline.estimate is the
+# dry run). The module raising such a message registers the name too, for Python callers' str(err).
+register_settings(("dry_run",))
+
+
+def flag_for(name: str) -> str:
+    """The flag that sets setting ``name`` (how messages name it on the command line)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def spell(text: str | None) -> str | None:
+    """Library text that names settings as ``{name}`` (stored stop reasons, notices, log
+    lines), with each setting spelled as its flag."""
+    return None if text is None else render_settings(text, flag_for)
+
+
+def error_line(err: TextclustError) -> str:
+    """The error's message with its settings spelled as flags."""
+    plain = str(err)
+    template = getattr(err, "template", None)
+    if template is None or render_settings(template, lambda name: name) != plain:
+        return plain  # changed since it was raised (e.g. a key masked in it): show it as it is now
+    return err.render(flag_for)
+
+
+class SettingOption(click.Option):
+    """An option that sets one setting of :class:`~textclust.config.RunConfig` (``setting``,
+    its flat name). The option defaults to None, "not given", which leaves the setting at its
+    default in :mod:`textclust.config`; ``--help`` shows that default, read from there."""
+
+    def __init__(self, *args, setting: str, **kwargs):
+        self.setting = setting
+        value = default_of(setting)
+        if value is not None:
+            kwargs.setdefault("show_default", str(value))
+        super().__init__(*args, default=None, **kwargs)
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        if record and isinstance(self.show_default, str):  # click writes a text default in parentheses
+            record = (record[0], record[1].replace(f"[default: ({self.show_default})]",
+                                                   f"[default: {self.show_default}]"))
+        return record
+
+
+def setting_option(*decls: str, setting: str | None = None, **kwargs):
+    """``click.option`` for a setting; ``setting`` defaults to the option's name (``--n-samples``:
+    ``n_samples``)."""
+    setting = setting or decls[-1].lstrip("-").replace("-", "_")
+    return click.option(*decls, cls=SettingOption, setting=setting, **kwargs)
+
+
+def _llm_shown(name: str) -> str:
+    """A language-model setting's default as ``--help`` shows it (read from LLMConfig)."""
+    from dataclasses import fields
+
+    value = next(f.default for f in fields(LLMConfig) if f.name == name)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class CliError(click.ClickException):
@@ -40,7 +124,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except TextclustError as err:
-            raise CliError(str(err)) from None
+            raise CliError(error_line(err)) from None
         except KeyboardInterrupt:
             click.echo("textclust: interrupted", err=True)
             sys.exit(130)
@@ -69,42 +153,43 @@ LLM_OPTIONS = [
     click.option("--no-llm", is_flag=True, help="Ignore any configured language model: run offline."),
     click.option("--example", "examples", multiple=True, metavar="TEXT",
                  help="An example of the kind of explanation you want, shown to the proposer (repeatable)."),
-    click.option("--depth", type=int, default=1, show_default=True,
-                 help="2 = also propose sub-explanations inside each selected explanation."),
-    click.option("--n-samples", type=int, default=40, show_default=True, help="Texts the proposer reads per round."),
-    click.option("--n-explanations", type=int, default=8, show_default=True,
-                 help="Explanations asked for per proposal."),
-    click.option("--batch-size", type=int, default=10, show_default=True, help="Texts per assignment call."),
-    click.option("--prefilter", type=int, default=5, show_default=True,
-                 help="Candidates each text is checked against, the most similar by embedding (0 = all)."),
-    click.option("--escalations", type=int, default=3, show_default=True,
-                 help="A text that fits none of its checked candidates is asked about its next ones, "
-                      "up to this many times a round."),
-    click.option("--merge-threshold", type=float, default=0.9, show_default=True,
-                 help="Proposals at least this similar (cosine) to an existing candidate are merged into it."),
-    click.option("--max-candidate-share", type=float,
-                 help="Drop candidates matching more than this share of texts (GoalEx uses 0.4; off by default)."),
-    click.option("--max-chars", type=int, default=1000, show_default=True, help="Longer texts are cut in prompts."),
+    setting_option("--depth", type=int,
+                   help="2 = also propose sub-explanations inside each selected explanation."),
+    setting_option("--n-samples", type=int, help="Texts the proposer reads per round."),
+    setting_option("--n-explanations", type=int, help="Explanations asked for per proposal."),
+    setting_option("--batch-size", type=int, help="Texts per assignment call."),
+    setting_option("--prefilter", type=int,
+                   help="Candidates each text is checked against, the most similar by embedding (0 = all)."),
+    setting_option("--escalations", type=int,
+                   help="A text that fits none of its checked candidates is asked about its next ones, "
+                        "up to this many times a round."),
+    setting_option("--merge-threshold", type=float,
+                   help="Proposals at least this similar (cosine) to an existing candidate are merged into it."),
+    setting_option("--max-candidate-share", type=float,
+                   help="Drop candidates matching more than this share of texts (GoalEx uses 0.4; off by default)."),
+    setting_option("--max-chars", type=int, help="Longer texts are cut in prompts."),
     click.option("--max-calls", type=int, help="Stop after this many language-model calls (partial result kept)."),
     click.option("--max-tokens", type=int, help="Stop after this many prompt+completion tokens (partial result kept)."),
-    click.option("--concurrency", type=int, help="Parallel language-model requests (default 4)."),
-    click.option("--llm-timeout", type=float, help="Seconds before a language-model request is retried (default 60)."),
-    click.option("--llm-structured", type=click.Choice(["auto", "json_schema", "json_object_schema", "json_object", "none"]),
+    click.option("--concurrency", type=int,
+                 help=f"Parallel language-model requests (default {_llm_shown('concurrency')})."),
+    click.option("--llm-timeout", type=float,
+                 help=f"Seconds before a language-model request is retried (default {_llm_shown('timeout')})."),
+    click.option("--llm-structured", type=click.Choice(list(STRUCTURED_MODES)),
                  help="How to ask for JSON (default auto: json_schema, falling back as the server requires)."),
 ]
 
 
 def _llm_config(kwargs: dict):
     """The LLMConfig from flags, environment and config file; None = offline."""
-    from .llm.config import LLMConfig
-
     if kwargs.get("no_llm"):
         return None
     overrides = {name: kwargs[flag] for name, flag in (("max_calls", "max_calls"), ("max_tokens", "max_tokens"),
                                                        ("concurrency", "concurrency"), ("timeout", "llm_timeout"),
-                                                       ("structured", "llm_structured"),
-                                                       ("seed", "random_state"))
+                                                       ("structured", "llm_structured"))
                  if kwargs.get(flag) is not None}
+    # The model's seed is the run's seed, given or not (so it overrides a seed in the config file).
+    seed = kwargs.get("random_state")
+    overrides["seed"] = default_of("random_state") if seed is None else seed
     return LLMConfig.resolve(model=kwargs.get("llm_model"), base_url=kwargs.get("llm_base_url"),
                              api_key_env=kwargs.get("llm_api_key_env"), config_path=kwargs.get("config_path"),
                              gguf=kwargs.get("llm_gguf"), **overrides)
@@ -118,23 +203,23 @@ def run_options(command):
         click.option("--id-column", help="Column holding a row id, kept in exports."),
         click.option("--format", "input_format", type=click.Choice(["csv", "tsv", "jsonl", "json", "txt", "parquet"]),
                      help="Input format (default: from the file extension)."),
-        click.option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
-        click.option("--clusterer", type=click.Choice(["auto", "hdbscan", "kmeans"]), default="auto",
-                      show_default=True, help="auto = k-means when --k is given, else HDBSCAN."),
-        click.option("--reduction", type=click.Choice(["umap", "pca", "none"]), default="umap", show_default=True,
-                     help="Dimensionality reduction before clustering."),
-        click.option("--n-components", type=int, default=10, show_default=True, help="Dimensions after reduction."),
-        click.option("--min-cluster-size", type=int, help="HDBSCAN's smallest cluster (default: max(10, 1% of texts))."),
-        click.option("--max-cluster-share", type=float, default=0.5, show_default=True,
-                     help="HDBSCAN: largest share of the texts one cluster may hold."),
-        click.option("--embedding-model", default="all-MiniLM-L6-v2", show_default=True,
-                     help="sentence-transformers model name or local folder."),
-        click.option("--rounds", type=int,
-                     help="Propose/assign/select rounds; later rounds explain what is still uncovered "
-                          "(default: 2 offline, 3 with a language model)."),
-        click.option("--min-share", type=float, default=0.005, show_default=True,
-                     help="Automatic K: the least share of texts an explanation must add to be kept."),
-        click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."),
+        setting_option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
+        setting_option("--clusterer", type=click.Choice(list(CLUSTERERS)),
+                       help="auto = k-means when --k is given, else HDBSCAN."),
+        setting_option("--reduction", type=click.Choice(list(REDUCTIONS)),
+                       help="Dimensionality reduction before clustering."),
+        setting_option("--n-components", type=int, help="Dimensions after reduction."),
+        setting_option("--min-cluster-size", type=int,
+                       help="HDBSCAN's smallest cluster (default: max(10, 1% of texts))."),
+        setting_option("--max-cluster-share", type=float,
+                       help="HDBSCAN: largest share of the texts one cluster may hold."),
+        setting_option("--embedding-model", help="sentence-transformers model name or local folder."),
+        setting_option("--rounds", type=int,
+                       help="Propose/assign/select rounds; later rounds explain what is still uncovered "
+                            "(default: 2 offline, 3 with a language model)."),
+        setting_option("--min-share", type=float,
+                       help="Automatic K: the least share of texts an explanation must add to be kept."),
+        setting_option("--seed", "random_state", type=int, help="Random seed."),
         click.option("--candidate", "candidate", multiple=True, metavar='"NAME: explanation"',
                      help="A seeded explanation, always kept (repeatable)."),
         click.option("--candidates", "candidates_file", type=click.Path(dir_okay=False),
@@ -148,38 +233,37 @@ def run_options(command):
     return command
 
 
-def _settings(kwargs: dict):
-    from .explain.seeds import collect_seeds
-    from .pipeline import Settings
+# Settings set by an option of the same name (its flag: flag_for(name)); None = not given.
+SETTING_OPTIONS = ("k", "clusterer", "reduction", "n_components", "min_cluster_size", "max_cluster_share",
+                   "embedding_model", "rounds", "min_share", "random_state", "depth", "n_samples", "n_explanations",
+                   "batch_size", "prefilter", "escalations", "merge_threshold", "max_candidate_share", "max_chars")
 
-    seeds = collect_seeds(kwargs.get("candidate") or (), kwargs.get("candidates_file"))
-    return Settings(
-        seeds=[seed.to_dict() for seed in seeds] or None,
-        only_candidates=bool(kwargs.get("only_candidates")),
-        k=kwargs["k"],
-        clusterer=kwargs["clusterer"],
-        reduction=kwargs["reduction"],
-        n_components=kwargs["n_components"],
-        min_cluster_size=kwargs["min_cluster_size"],
-        max_cluster_share=kwargs["max_cluster_share"],
-        embedding_model=kwargs["embedding_model"],
-        rounds=kwargs["rounds"],
-        min_share=kwargs["min_share"],
-        random_state=kwargs["random_state"],
-        examples=list(kwargs.get("examples") or ()) or None,
-        depth=kwargs["depth"],
-        n_samples=kwargs["n_samples"],
-        n_explanations=kwargs["n_explanations"],
-        batch_size=kwargs["batch_size"],
-        prefilter=kwargs["prefilter"],
-        escalations=kwargs["escalations"],
-        merge_threshold=kwargs["merge_threshold"],
-        max_candidate_share=kwargs["max_candidate_share"],
-        max_chars=kwargs["max_chars"],
-    )
+
+def run_config(kwargs: dict):
+    """The run's :class:`~textclust.config.RunConfig` from the options of `run`/`eval`: the
+    settings given, the model from flags, environment and config file (None = offline).
+    Options not given keep the defaults of :mod:`textclust.config`."""
+    from .config import RunConfig
+    from .explain.user_candidates import collect_user_candidates
+
+    flat = {name: kwargs[name] for name in SETTING_OPTIONS if kwargs.get(name) is not None}
+    candidates = collect_user_candidates(kwargs.get("candidate") or (), kwargs.get("candidates_file"))
+    if candidates:
+        flat["candidates"] = candidates
+    if kwargs.get("only_candidates"):
+        flat["only_candidates"] = True
+    if kwargs.get("examples"):
+        flat["examples"] = list(kwargs["examples"])
+    return RunConfig.from_flat(model=_llm_config(kwargs), **flat)
 
 
 def _log(message: str) -> None:
+    """The pipeline's progress lines (settings spelled as flags)."""
+    click.echo(spell(message), err=True)
+
+
+def _say(message: str) -> None:
+    """A line of the CLI's own on stderr, printed as it is."""
     click.echo(message, err=True)
 
 
@@ -203,26 +287,24 @@ def cli():
 @user_errors
 def run(input_path, db_path, as_json, dry_run, **kwargs):
     """Cluster the texts in INPUT (CSV, TSV, JSONL, JSON, TXT or Parquet) for a goal."""
+    from .config import model_identity
     from .ingest import read_corpus
-    from .pipeline import Pipeline, llm_identity
+    from .pipeline import Pipeline
     from .store import Database
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"])
-    settings = _settings(kwargs)
-    llm = _llm_config(kwargs)
-    if llm is not None:
-        settings.llm = llm_identity(llm)  # validated before the database is touched
-    settings.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
+    config = run_config(kwargs)
+    config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
-    _log(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
+    _say(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
     for note in corpus.notes:
-        _log(note)
-    pipeline = Pipeline(db, settings, log=_log, llm=llm)
-    if llm is None:
-        _log("no language model configured (--llm-model): offline explainer")
+        _say(note)
+    pipeline = Pipeline(db, config, log=_log)
+    if config.model is None:
+        _say("no language model configured (--llm-model): offline explainer")
     else:
-        _log(f"language model: {llm.model} at {settings.llm['server']}")
+        _say(f"language model: {config.model.model} at {model_identity(config.model)['server']}")
     if dry_run:
         _print_estimate(pipeline.estimate(corpus, kwargs["goal"]), as_json)
         return
@@ -246,23 +328,27 @@ def resume(run_id, llm_api_key_env, max_calls, max_tokens, concurrency, db_path,
     Language-model answers the run already received come from the response cache: nothing
     is paid for twice.
     """
-    from .resume import resume_run
+    from .pipeline import Pipeline
 
     db = _existing_db(db_path)
-    run_id = resume_run(db, run_id, log=_log, api_key_env=llm_api_key_env, max_calls=max_calls,
-                        max_tokens=max_tokens, concurrency=concurrency)
+    run_id = Pipeline(db, log=_log).resume(run_id, api_key_env=llm_api_key_env, max_calls=max_calls,
+                                           max_tokens=max_tokens, concurrency=concurrency)
     _print_run(db, run_id, as_json)
 
 
 def _print_run(db, run_id: int, as_json: bool) -> None:
+    """A run's summary (or its JSON); the stored texts that name settings (why it stopped,
+    what to re-run with) name them by their flags."""
     from .report import print_summary
+    from .report.model import spelled_result
     from .results import load_run
 
     result = load_run(db, run_id, include_rows=False)
     if as_json:
-        click.echo(json.dumps(result.to_dict(include_rows=False), indent=2, default=str))
+        data = spelled_result(result, flag_for).to_dict(include_rows=False)
+        click.echo(json.dumps(data, indent=2, default=str))
     else:
-        print_summary(result)
+        print_summary(result, spell=flag_for)
 
 
 def _print_estimate(estimate: dict, as_json: bool) -> None:
@@ -276,7 +362,7 @@ def _print_estimate(estimate: dict, as_json: bool) -> None:
         click.echo(f"{stage:<10}{row.get('calls', 0):>8}{row.get('prompt_tokens', 0):>16}"
                    f"{row.get('completion_tokens', 0):>20}")
     if estimate.get("note"):
-        click.echo(estimate["note"])
+        click.echo(spell(estimate["note"]))
 
 
 @cli.command()
@@ -285,9 +371,14 @@ def _print_estimate(estimate: dict, as_json: bool) -> None:
 @user_errors
 def runs(db_path, as_json):
     """List the runs stored in the database."""
+    from .stats import RunStats
+
     db = _existing_db(db_path)
-    rows = [
-        {
+    rows = []
+    for run, corpus in db.list_runs():
+        stats = RunStats.from_dict(run.stats)
+        written = stats.n_texts > 0  # a result's stats (a run still working has only its claim)
+        rows.append({
             "id": run.id,
             "created_at": run.created_at.isoformat(timespec="seconds"),
             "status": run.status,
@@ -295,11 +386,9 @@ def runs(db_path, as_json):
             "n_texts": corpus.n_texts,
             "goal": run.goal,
             "explainer": run.explainer,
-            "n_selected": (run.stats or {}).get("n_selected"),
-            "coverage": (run.stats or {}).get("coverage"),
-        }
-        for run, corpus in db.list_runs()
-    ]
+            "n_selected": stats.n_selected if written else None,
+            "coverage": stats.coverage if written else None,
+        })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -317,14 +406,7 @@ def runs(db_path, as_json):
 @user_errors
 def show(run_id, db_path, as_json):
     """Show the explanations and counts of one run."""
-    from .report import print_summary
-    from .results import load_run
-
-    result = load_run(_existing_db(db_path), run_id, include_rows=False)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(include_rows=False), indent=2, default=str))
-    else:
-        print_summary(result)
+    _print_run(_existing_db(db_path), run_id, as_json)
 
 
 @cli.command()
@@ -339,8 +421,8 @@ def export(run_id, fmt, output, db_path):
     from .results import load_run
 
     result = load_run(_existing_db(db_path), run_id)
-    export_run(result, fmt, output)
-    _log(f"wrote {len(result.rows)} rows of run {run_id} to {output}")
+    export_run(result, fmt, output, spell=flag_for)
+    _say(f"wrote {len(result.rows)} rows of run {run_id} to {output}")
 
 
 @cli.command(name="eval")
@@ -354,25 +436,22 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     """Run (or reuse) the pipeline on INPUT and score it against a gold label column."""
     from .evaluate import score_partition
     from .ingest import normalize_text, read_corpus
-    from .pipeline import Pipeline, llm_identity
+    from .pipeline import Pipeline
     from .results import load_run
     from .store import Database
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], (label_column,),
                          format=kwargs["input_format"])
-    settings = _settings(kwargs)
-    llm = _llm_config(kwargs)
-    if llm is not None:
-        settings.llm = llm_identity(llm)
-    settings.validate(corpus.n_texts, kwargs["goal"])
+    config = run_config(kwargs)
+    config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
-    pipeline = Pipeline(db, settings, log=_log, llm=llm)
+    pipeline = Pipeline(db, config, log=_log)
     corpus_id = db.save_corpus(corpus)
-    run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), settings.to_dict())
+    run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), config.result_key())
     if run_id is None:
         run_id = pipeline.run(corpus, kwargs["goal"])
     else:
-        _log(f"reusing complete run {run_id} with the same corpus, goal and settings")
+        _say(f"reusing complete run {run_id} with the same corpus, goal and settings")
     result = load_run(db, run_id)
     gold, predicted = [], []
     for row, label in zip(result.rows, corpus.extra[label_column]):
@@ -391,7 +470,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
         click.echo(f"ACC {scores['acc']:.3f}  NMI {scores['nmi']:.3f}  ARI {scores['ari']:.3f}  "
                    f"coverage {scores['coverage']:.3f}")
         if result.notice:
-            click.echo(f"Note: {result.notice}")
+            click.echo(f"Note: {spell(result.notice)}")
 
 
 
@@ -415,9 +494,9 @@ def report(run_id, output, fmt, map_reduction, max_points, max_listed, db_path):
     from .report.html import write_report
     from .report.model import ReportOptions
 
-    options = ReportOptions(reduction=map_reduction, max_points=max_points, max_listed=max_listed)
+    options = ReportOptions(reduction=map_reduction, max_points=max_points, max_listed=max_listed, spell=flag_for)
     used = write_report(_existing_db(db_path), run_id, output, fmt, options)
-    _log(f"wrote the {used} report of run {run_id} to {output}")
+    _say(f"wrote the {used} report of run {run_id} to {output}")
 
 
 @cli.command()
@@ -431,7 +510,7 @@ def compare(run_a, run_b, output, db_path, as_json):
     """Compare two runs (e.g. one corpus under two goals): contingency table and adjusted mutual information."""
     from .report.compare import compare_runs, print_comparison, write_compare_html
 
-    data = compare_runs(_existing_db(db_path), run_a, run_b)
+    data = compare_runs(_existing_db(db_path), run_a, run_b, spell=flag_for)
     if output:
         write_compare_html(data, output)
     if as_json:
@@ -439,7 +518,7 @@ def compare(run_a, run_b, output, db_path, as_json):
     else:
         print_comparison(data)
     if output:
-        _log(f"wrote the comparison of runs {run_a} and {run_b} to {output}")
+        _say(f"wrote the comparison of runs {run_a} and {run_b} to {output}")
 
 
 @cli.command()

@@ -12,11 +12,13 @@ import warnings
 
 import numpy as np
 
+from .config import REDUCTIONS, validate_clustering
 from .errors import SettingsError
+from .interfaces import NOISE
 
-REDUCTIONS = ("umap", "pca", "none")
 ALGORITHMS = ("hdbscan", "kmeans")
-NOISE = -1
+__all__ = ["ALGORITHMS", "NOISE", "REDUCTIONS", "EmbeddingClusterer", "centroids", "default_min_cluster_size",
+           "reduce"]
 
 
 def default_min_cluster_size(n: int) -> int:
@@ -67,18 +69,12 @@ class EmbeddingClusterer:
         self.random_state = random_state
 
     def fit(self, X: np.ndarray) -> "EmbeddingClusterer":
-        if self.algorithm not in ALGORITHMS:
-            raise SettingsError(f"unknown clusterer '{self.algorithm}'; choose one of {', '.join(ALGORITHMS)}")
-        if self.reduction not in REDUCTIONS:
-            raise SettingsError(f"unknown reduction '{self.reduction}'; choose one of {', '.join(REDUCTIONS)}")
-        if self.n_components < 1:
-            raise SettingsError(f"n_components must be at least 1 (got {self.n_components})")
-        if self.min_cluster_size is not None and self.min_cluster_size < 2:
-            raise SettingsError(f"min_cluster_size must be at least 2 (got {self.min_cluster_size})")
+        validate_clustering(self.algorithm, self.k, self.reduction, self.n_components, self.min_cluster_size,
+                            self.max_cluster_share, choices=ALGORITHMS)
         n = X.shape[0]
         if self.algorithm == "kmeans":
             if not self.k or self.k < 1:
-                raise SettingsError("k-means needs --k (a number of clusters of at least 1)")
+                raise SettingsError("k-means needs {k} (a number of clusters of at least 1)")
             if self.k > n:
                 raise SettingsError(f"asked for {self.k} clusters but there are only {n} distinct texts")
         self.reduced_ = reduce(X, self.reduction, self.n_components, self.random_state, self.umap_neighbors)
@@ -87,6 +83,13 @@ class EmbeddingClusterer:
         else:
             self.labels_ = self._hdbscan(self.reduced_)
         return self
+
+    def subset_clusterer(self, min_cluster_size: int) -> "EmbeddingClusterer":
+        """The clusterer for a later round's leftovers: HDBSCAN (whatever groups are left, however
+        many) with this one's reduction and the given smallest cluster."""
+        settings = {k: v for k, v in vars(self).items() if not k.endswith("_")}
+        settings.update(algorithm="hdbscan", k=None, min_cluster_size=min_cluster_size)
+        return EmbeddingClusterer(**settings)
 
     def _hdbscan(self, Z: np.ndarray) -> np.ndarray:
         import hdbscan

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from .config import DEFAULT_EMBEDDING_MODEL
 from .errors import SettingsError
+from .interfaces import Embedder as EmbedderInterface
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_MODEL = DEFAULT_EMBEDDING_MODEL
 _PACKAGED_NAMES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -38,8 +40,9 @@ def resolve_model(name: str) -> str:
     return name
 
 
-class Embedder:
-    """Encode texts with a sentence-transformers model (loaded on first use)."""
+class SentenceTransformerEmbedder:
+    """The default :class:`~textclust.interfaces.Embedder`: a sentence-transformers model
+    (loaded on first use), counting the texts longer than its window."""
 
     def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu", progress: bool | None = None):
         self.model = model
@@ -173,21 +176,32 @@ class EmbeddingReport:
     window: int | None = None  # the model's window in tokens, when the model was loaded
 
 
-def embed_texts(db, embedder: Embedder, text_ids: list[str], texts: list[str], chunk: int = 2048):
+Embedder = SentenceTransformerEmbedder  # the name earlier versions exported
+
+
+def embed_texts(db, embedder: EmbedderInterface, text_ids: list[str], texts: list[str], chunk: int = 2048,
+                progress: bool | None = None):
     """Vectors for ``texts`` (aligned with distinct ``text_ids``), from the cache where possible.
 
     Returns ``(matrix, report)``: one float32 row per text. Cached vectors are read
     straight into the matrix; new vectors are written to the database chunk by chunk,
-    so an interrupted run keeps what it already paid for.
+    so an interrupted run keeps what it already paid for. Any
+    :class:`~textclust.interfaces.Embedder` works; the sentence-transformers one also
+    advances the bar within a chunk and counts truncated texts.
     """
+    native = isinstance(embedder, SentenceTransformerEmbedder)
     matrix, found = db.load_embeddings(embedder.model, text_ids)
     missing = np.flatnonzero(~found).tolist()
-    truncated_before = embedder.n_truncated
+    truncated_before = embedder.n_truncated if native else 0
     if missing:
-        with embedder.progress_bar(len(missing)) as bar:
+        bar = embedder.progress_bar(len(missing)) if native else _bar(len(missing), progress)
+        with bar:
             for start in range(0, len(missing), chunk):
                 idx = missing[start : start + chunk]
-                vectors = embedder.encode([texts[i] for i in idx], bar=bar)
+                batch = [texts[i] for i in idx]
+                vectors = embedder.encode(batch, bar=bar) if native else np.asarray(embedder.encode(batch), np.float32)
+                if not native:
+                    bar.update(len(batch))
                 db.store_embeddings(embedder.model, [text_ids[i] for i in idx], vectors)
                 if matrix is None:
                     matrix = np.empty((len(text_ids), vectors.shape[1]), dtype=np.float32)
@@ -197,7 +211,27 @@ def embed_texts(db, embedder: Embedder, text_ids: list[str], texts: list[str], c
     report = EmbeddingReport(
         computed=len(missing),
         cached=len(text_ids) - len(missing),
-        truncated=embedder.n_truncated - truncated_before,
-        window=embedder.window if embedder._model is not None else None,
+        truncated=(embedder.n_truncated - truncated_before) if native else 0,
+        window=embedder.window if native and embedder._model is not None else None,
     )
     return matrix, report
+
+
+def cached_or_encoded(db, embedder: EmbedderInterface, texts: list[str]) -> np.ndarray:
+    """Unit vectors of a few strings (the user's candidates): from the cache where stored, else
+    computed (and not stored: they are not texts of a corpus)."""
+    from .corpus import text_id
+
+    ids = [text_id(t) for t in texts]
+    order = list(dict.fromkeys(ids))
+    matrix, found = db.load_embeddings(embedder.model, order)
+    vectors = {t: matrix[i] for i, t in enumerate(order) if found[i]}
+    missing = [i for i, t in enumerate(ids) if t not in vectors]
+    if missing:
+        computed = np.asarray(embedder.encode([texts[i] for i in missing]), dtype=np.float32)
+        vectors.update(zip([ids[i] for i in missing], computed))
+    return np.vstack([vectors[t] for t in ids]).astype(np.float32)
+
+
+def _bar(total: int, progress: bool | None) -> tqdm:
+    return tqdm(total=total, desc="embedding", unit="text", disable=None if progress is None else not progress)

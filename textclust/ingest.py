@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
 import json
 import math
 import re
 import unicodedata
-from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
+from .corpus import Corpus, text_id  # noqa: F401  (re-exported: moved to textclust.corpus)
+from .errors import InputError, register_settings
+
+register_settings(("text_column", "id_column", "format"))  # named in messages as {text_column}…
 
 SUPPORTED_FORMATS = ("csv", "tsv", "jsonl", "json", "txt", "parquet")
 _EXTENSIONS = {
@@ -87,68 +88,6 @@ def normalize_text(value: object) -> str:
     ):
         return ""
     return text
-
-
-def text_id(text: str) -> str:
-    """Stable id of a normalised text: the first 16 hex digits of its SHA-256."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass
-class Corpus:
-    """The ingested input: rows in file order, distinct texts once each."""
-
-    name: str
-    source: str
-    format: str
-    text_column: str
-    id_column: str | None
-    row_keys: list[str]
-    row_text_ids: list[str | None]  # None: the row has no usable text (empty or skipped)
-    texts: dict[str, str]  # text id -> normalised text, in first-seen order
-    columns: list[str] = field(default_factory=list)
-    extra: dict[str, list] = field(default_factory=dict)  # requested extra columns, per row
-    n_skipped: int = 0  # rows without a text because it could not be read (counted in n_empty too)
-    notes: list[str] = field(default_factory=list)  # one-line remarks about the input (skipped rows…)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.row_keys)
-
-    @property
-    def n_texts(self) -> int:
-        return len(self.texts)
-
-    @property
-    def n_empty(self) -> int:
-        """Rows with no text to cluster: empty ones and the ``n_skipped`` unreadable ones."""
-        return self.row_text_ids.count(None)
-
-    @property
-    def n_duplicate_rows(self) -> int:
-        """Rows whose (non-empty) text already appeared in an earlier row."""
-        return self.n_rows - self.n_empty - self.n_texts
-
-    @property
-    def fingerprint(self) -> str:
-        """Identity of the corpus content: same rows and texts → same fingerprint."""
-        h = hashlib.sha256()
-        h.update(self.text_column.encode())
-        for key, tid in zip(self.row_keys, self.row_text_ids):
-            h.update(f"\x1f{key}\x1e{tid or ''}".encode())
-        return h.hexdigest()[:32]
-
-    @property
-    def text_ids(self) -> list[str]:
-        return list(self.texts)
-
-    def summary(self) -> str:
-        """The one-line description of the input printed before a run."""
-        skipped = f" ({self.n_skipped} of them unreadable, skipped)" if self.n_skipped else ""
-        return (
-            f"{self.source}: {self.n_rows} rows, {self.n_texts} distinct texts, {self.n_empty} empty{skipped}, "
-            f"{self.n_duplicate_rows} duplicate rows (column '{self.text_column}')"
-        )
 
 
 def read_corpus(
@@ -304,7 +243,7 @@ def _build(path, fmt, source: "_Source", text_column, id_column, extra_columns) 
     if source.open_columns:  # JSONL / JSON: a key may first appear after the sample
         columns = columns + [c for c in source.all_keys if c not in columns]
         if column not in columns:
-            raise InputError(f"{path}: --text-column '{column}' not found; columns are: {', '.join(columns)}")
+            raise InputError(f"{path}: {{text_column}} '{column}' not found; columns are: {', '.join(columns)}")
         _require(path, columns, id_column, extra_columns)
     count, line, detail = skips.by_reason.get("utf8", (0, 0, ""))
     if count and count * 2 >= n_raw:
@@ -333,7 +272,7 @@ def _build(path, fmt, source: "_Source", text_column, id_column, extra_columns) 
 
 
 def _require(path, columns, id_column, extra_columns) -> None:
-    for name, option in [(id_column, "--id-column")] + [(c, "column") for c in extra_columns]:
+    for name, option in [(id_column, "{id_column}")] + [(c, "column") for c in extra_columns]:
         if name is not None and name not in columns:
             raise InputError(f"{path}: {option} '{name}' not found; columns are: {', '.join(columns)}")
 
@@ -383,7 +322,7 @@ def _detect_format(path: Path, format: str | None) -> str:
     if fmt is None:
         raise InputError(
             f"{path}: cannot tell the format from the extension '{path.suffix}'; "
-            f"use one of {', '.join(sorted(_EXTENSIONS))} or pass --format"
+            f"use one of {', '.join(sorted(_EXTENSIONS))} or pass {{format}}"
         )
     return fmt
 
@@ -700,7 +639,7 @@ def _looks_numeric(value: str) -> bool:
 def _choose_text_column(columns: list[str], sample: list, requested: str | None, path: Path) -> str:
     if requested is not None:
         if requested not in columns:
-            raise InputError(f"{path}: --text-column '{requested}' not found; columns are: {', '.join(columns)}")
+            raise InputError(f"{path}: {{text_column}} '{requested}' not found; columns are: {', '.join(columns)}")
         return requested
     if len(columns) == 1:
         return columns[0]
@@ -713,7 +652,7 @@ def _choose_text_column(columns: list[str], sample: list, requested: str | None,
         if name in (candidates or columns):
             return name
     if not candidates:
-        raise InputError(f"{path}: no column looks like free text; pass --text-column, columns are: {', '.join(columns)}")
+        raise InputError(f"{path}: no column looks like free text; pass {{text_column}}, columns are: {', '.join(columns)}")
     raise InputError(
-        f"{path}: several columns look like text ({', '.join(candidates)}); choose one with --text-column"
+        f"{path}: several columns look like text ({', '.join(candidates)}); choose one with {{text_column}}"
     )

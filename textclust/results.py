@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
-from sqlalchemy import select
 
-from .errors import NotFoundError
-from .store import Database
-from .store.schema import CorpusRow, Explanation, InputRow, Run, TextResult, TextRow
+from .config import RunConfig
+from .errors import render_settings
+from .stats import RunStats
+from .store import FINISHED, Database, StoredRun
 
 EXAMPLES_PER_CLUSTER = 2
 
@@ -43,8 +43,8 @@ class RunResult:
     status: str
     explainer: str
     corpus: dict
-    settings: dict
-    stats: dict
+    settings: dict  # as stored: RunConfig.to_dict() (see ``config``)
+    stats: RunStats
     timings: dict
     versions: dict
     created_at: str
@@ -53,19 +53,29 @@ class RunResult:
     rows: list[dict] = field(default_factory=list)  # one per input row, in input order
 
     @property
+    def config(self) -> RunConfig:
+        """The run's settings as the configuration tree."""
+        return RunConfig.from_dict(self.settings)
+
+    @property
     def notice(self) -> str | None:
-        return self.stats.get("notice")
+        """How the explanations were made, or why the result is partial (settings by keyword)."""
+        if self.stats.notice is None:
+            return None
+        return render_settings(self.stats.notice, lambda name: name)
 
     @property
     def coverage(self) -> float:
-        return self.stats.get("coverage", 0.0)
+        return self.stats.coverage
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per input row: its text, cluster, primary explanation and score."""
         return pd.DataFrame(self.rows, columns=ROW_COLUMNS)
 
     def to_dict(self, include_rows: bool = True) -> dict:
+        """JSON-able, with the stats in their stored form (``RunStats.to_dict``)."""
         data = {"notice": self.notice, **asdict(self)}
+        data["stats"] = self.stats.to_dict()
         if not include_rows:
             data.pop("rows")
         return data
@@ -89,70 +99,59 @@ ROW_COLUMNS = [
 
 
 def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
-    with db.transaction() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise NotFoundError(f"no run with id {run_id} in {db.path}")
-        corpus = s.get(CorpusRow, run.corpus_id)
-        result = RunResult(
-            run_id=run.id,
-            goal=run.goal,
-            status=run.status,
-            explainer=run.explainer,
-            corpus={
-                "id": corpus.id,
-                "name": corpus.name,
-                "source": corpus.source,
-                "text_column": corpus.text_column,
-                "n_rows": corpus.n_rows,
-                "n_texts": corpus.n_texts,
-                "n_empty": corpus.n_empty,
-                "n_duplicate_rows": corpus.n_duplicate_rows,
-            },
-            settings=run.settings,
-            stats=run.stats or {},
-            timings=run.timings or {},
-            versions=run.versions or {},
-            created_at=run.created_at.isoformat(timespec="seconds"),
-            error=run.error,
-        )
-        if run.status not in FINISHED:
-            return result
+    """The stored run ``run_id`` (NotFoundError when there is none); its rows and cluster
+    summaries only when it finished (:data:`FINISHED`)."""
+    stored = db.read_run(run_id)
+    run, corpus = stored.run, stored.corpus
+    result = RunResult(
+        run_id=run.id,
+        goal=run.goal,
+        status=run.status,
+        explainer=run.explainer,
+        corpus={
+            "id": corpus.id,
+            "name": corpus.name,
+            "source": corpus.source,
+            "text_column": corpus.text_column,
+            "n_rows": corpus.n_rows,
+            "n_texts": corpus.n_texts,
+            "n_empty": corpus.n_empty,
+            "n_duplicate_rows": corpus.n_duplicate_rows,
+        },
+        settings=run.settings,
+        stats=RunStats.from_dict(run.stats),
+        timings=run.timings or {},
+        versions=run.versions or {},
+        created_at=run.created_at.isoformat(timespec="seconds"),
+        error=run.error,
+    )
+    if run.status not in FINISHED:
+        return result
 
-        # Top-level explanations only; sub-explanations (--depth 2) are in stats["hierarchy"].
-        explanations = {e.id: e for e in s.scalars(select(Explanation).where(Explanation.run_id == run_id,
-                                                                               Explanation.parent_id.is_(None)))}
-        evidence = _evidence(s, run_id, explanations)
-        results = {r.text_id: r for r in s.scalars(select(TextResult).where(TextResult.run_id == run_id))}
-        texts = dict(
-            s.execute(
-                select(TextRow.id, TextRow.text).join(TextResult, TextResult.text_id == TextRow.id).where(
-                    TextResult.run_id == run_id
-                )
-            ).all()
-        )
-        secondary = _secondary_matches(s, run_id, explanations)
-        input_rows = s.scalars(
-            select(InputRow).where(InputRow.corpus_id == corpus.id).order_by(InputRow.row_index)
-        ).all()
+    # Top-level explanations only; sub-explanations (depth 2) are in stats.hierarchy.
+    explanations = {e.id: e for e in stored.explanations}
+    evidence = _evidence(stored)
+    results = stored.text_results
+    texts = stored.texts
+    secondary = _secondary_matches(stored, explanations)
 
     rows = []
-    for r in input_rows:
-        res = results.get(r.text_id) if r.text_id else None
+    for row_index, row_key, text_id in stored.input_rows:
+        res = results.get(text_id) if text_id else None
         exp = explanations.get(res.explanation_id) if res and res.explanation_id else None
         rows.append(
             {
-                "row_index": r.row_index,
-                "row_key": r.row_key,
-                "text_id": r.text_id,
-                "text": texts.get(r.text_id, "") if r.text_id else "",
+                "row_index": row_index,
+                "row_key": row_key,
+                "text_id": text_id,
+                "text": texts.get(text_id, "") if text_id else "",
                 "status": _status(res, exp),
                 "cluster": None if res is None else res.cluster,
                 "explanation_id": exp.id if exp else None,
                 "explanation_name": exp.name if exp else None,
                 "explanation": exp.text if exp else None,
                 "score": None if res is None or res.score is None else round(res.score, 4),
-                "also_matches": "; ".join(secondary.get((r.text_id, exp.id if exp else None), [])),
+                "also_matches": "; ".join(secondary.get((text_id, exp.id if exp else None), [])),
                 "explained_by": _explained_by(exp) if exp else None,
                 "assigned_by": res.reason if res is not None and exp else None,
             }
@@ -163,7 +162,6 @@ def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
     return result
 
 
-FINISHED = ("complete", "incomplete")  # incomplete: stopped by the language-model budget, partial result
 EVIDENCE_PER_CLUSTER = 3
 
 
@@ -175,25 +173,17 @@ def _status(res, exp) -> str:
     return "unparsed" if res.reason == "unparsed" else "uncovered"
 
 
-def _evidence(session, run_id: int, explanations: dict) -> dict[int, list[str]]:
+def _evidence(stored: StoredRun) -> dict[int, list[str]]:
     """A few of the model's evidence quotes per selected explanation (none offline)."""
-    from .store.schema import Assignment
-
-    selected = [i for i, e in explanations.items() if e.selected]
     quotes: dict[int, list[str]] = {}
-    rows = session.execute(
-        select(Assignment.explanation_id, Assignment.evidence)
-        .where(Assignment.run_id == run_id, Assignment.explanation_id.in_(selected), Assignment.evidence.is_not(None))
-        .order_by(Assignment.explanation_id, Assignment.text_id)
-    )
-    for exp_id, quote in rows:
+    for exp_id, quote in stored.evidence:
         found = quotes.setdefault(exp_id, [])
         if len(found) < EVIDENCE_PER_CLUSTER and quote.strip() and quote not in found:
             found.append(quote)
     return quotes
 
 
-def _explained_by(explanation: Explanation) -> str:
+def _explained_by(explanation) -> str:
     if explanation.source == "extractive":
         return "extractive (no language model configured)"
     if explanation.source == "seed":
@@ -201,21 +191,14 @@ def _explained_by(explanation: Explanation) -> str:
     return explanation.source
 
 
-def _secondary_matches(session, run_id: int, explanations: dict) -> dict:
+def _secondary_matches(stored: StoredRun, explanations: dict) -> dict:
     """(text id, primary explanation id) -> names of the other selected explanations it matches."""
-    from .store.schema import Assignment
-
     selected = {i for i, e in explanations.items() if e.selected}
-    primary = dict(
-        session.execute(select(TextResult.text_id, TextResult.explanation_id).where(
-            TextResult.run_id == run_id, TextResult.n_explanations > 1
-        )).all()
-    )
+    primary = {t: r.explanation_id for t, r in stored.text_results.items() if r.n_explanations > 1}
     if not primary:
         return {}
     result: dict = {}
-    rows = session.execute(select(Assignment.text_id, Assignment.explanation_id).where(Assignment.run_id == run_id))
-    for text_id, exp_id in rows:
+    for text_id, exp_id in stored.multi_matches:
         if text_id in primary and exp_id in selected and exp_id != primary[text_id]:
             result.setdefault((text_id, primary[text_id]), []).append(explanations[exp_id].name)
     return result

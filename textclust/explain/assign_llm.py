@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..llm.errors import BudgetExceeded
+from ..errors import BudgetExceeded  # the base class: any client's budget stop keeps what was answered
 from ..prompts_loader import render_prompt
 from .propose_llm import data_block, one_line, render_split, truncate
 

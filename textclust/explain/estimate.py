@@ -13,9 +13,8 @@ import math
 
 import numpy as np
 
-from ..cluster import default_min_cluster_size
 from .assign_llm import AssignPrompt
-from .llm_explainer import CHILD_ROUNDS, MIN_CHILD_TEXTS
+from .hierarchy import CHILD_ROUNDS, min_child_texts
 from .propose_llm import data_line, propose_messages, truncate
 from .sampling import distinct_texts, stratified_sample
 
@@ -29,8 +28,10 @@ _PLACEHOLDER = ("a four word name", "the text states a specific property that ma
 
 
 def estimate_llm(explainer, X, texts, labels, weights) -> dict:
-    e = explainer
-    count = getattr(e.client, "estimate_tokens", None) or (lambda s: max(1, len(s) // 4))
+    """``explainer``: the :class:`~textclust.explain.explainer.ModelExplainer` of the run (its
+    client may be None: tokens are then counted as characters / 4)."""
+    e = _Settings(explainer)
+    count = e.client.estimate_tokens if e.client is not None else (lambda s: max(1, len(s) // 4))
 
     def tokens(messages) -> int:
         return sum(count(m["content"]) + MESSAGE_OVERHEAD for m in messages)
@@ -51,7 +52,7 @@ def estimate_llm(explainer, X, texts, labels, weights) -> dict:
     def assign_pass(n_candidates: int, n_texts: float) -> tuple[int, int, int]:
         if n_texts <= 0:
             return 0, 0, 0
-        candidates = [(s.name, s.text) for s in e.seeds][:n_candidates]
+        candidates = [(s.name, s.text) for s in e.user_candidates][:n_candidates]
         candidates += [_PLACEHOLDER] * (n_candidates - len(candidates))
         fixed = tokens(AssignPrompt(e.goal, candidates, e.max_chars).messages([]))
         calls = math.ceil(n_texts / e.batch_size)
@@ -59,9 +60,9 @@ def estimate_llm(explainer, X, texts, labels, weights) -> dict:
 
     stages = {"propose": [0, 0, 0], "assign": [0, 0, 0]}
 
-    def run_loop(n_texts: int, rounds: int, n_seeds: int, propose_tokens: int) -> None:
+    def run_loop(n_texts: int, rounds: int, n_user: int, propose_tokens: int) -> None:
         for r in range(1, rounds + 1):
-            m = n_seeds + r * e.n_explanations
+            m = n_user + r * e.n_explanations
             stages["propose"][0] += 1
             stages["propose"][1] += propose_tokens
             stages["propose"][2] += e.n_explanations * PROPOSAL_TOKENS
@@ -75,12 +76,11 @@ def estimate_llm(explainer, X, texts, labels, weights) -> dict:
                 for i, value in enumerate(assign_pass(m, asked)):
                     stages["assign"][i] += value
 
-    run_loop(n, e.rounds, len(e.seeds), propose_prompt)
+    run_loop(n, e.rounds, len(e.user_candidates), propose_prompt)
     depth_note = ""
     if e.depth >= 2:
-        size = getattr(e.clusterer, "min_cluster_size", None) or default_min_cluster_size(n)
-        needed = max(2 * size, MIN_CHILD_TEXTS)
-        parents = min(e.k or e.n_explanations + len(e.seeds), n // needed)
+        needed = min_child_texts(e.clusterer, n)
+        parents = min(e.k or e.n_explanations + len(e.user_candidates), n // needed)
         if parents:
             for _ in range(parents):
                 run_loop(n // parents, min(CHILD_ROUNDS, e.rounds), 0, propose_prompt)
@@ -99,3 +99,20 @@ def estimate_llm(explainer, X, texts, labels, weights) -> dict:
         + ". Servers with prefix caching bill the repeated assign prefix (goal, candidates, instructions) less."
     )
     return result
+
+
+class _Settings:
+    """What the estimate reads of an explainer, by the names it uses."""
+
+    def __init__(self, explainer):
+        x = explainer.config.explaining
+        self.client = explainer.client
+        self.goal = explainer.goal
+        self.clusterer = explainer.clusterer
+        self.user_candidates = explainer.user_candidates
+        self.rounds = explainer.config.rounds
+        self.random_state = explainer.config.random_state
+        self.depth = explainer.depth
+        for name in ("k", "n_samples", "n_explanations", "max_chars", "prefilter", "batch_size", "escalations"):
+            setattr(self, name, getattr(x, name))
+        self.examples = [str(example) for example in x.examples or ()]

@@ -1,229 +1,300 @@
-"""Propose → assign → select, repeated on what is left uncovered.
+"""The explain stage: one :class:`~textclust.explain.loop.RoundLoop` over a proposer and an
+assigner, chosen once by :func:`build_explainer`.
 
-This loop is the GoalEx method's skeleton; the proposer is pluggable. Offline, it
-proposes extractive explanations from clusters; round r > 1 re-clusters only the
-texts no selected explanation covers, proposes for those, and re-selects among all
-candidates. It stops when the rounds run out or coverage stops improving.
+==================  ==================================  ======================================
+explainer           proposer                            assigner
+==================  ==================================  ======================================
+offline-extractive  :class:`.extractive.ExtractiveProposer`  :class:`.similarity.SimilarityAssigner`
+offline-seeded      none (the user's candidates only)   :class:`.similarity.SimilarityAssigner`
+llm                 :class:`.model.ModelProposer`          :class:`.model.ModelAssigner`
+llm (only user's)   none                                :class:`.model.ModelAssigner`
+==================  ==================================  ======================================
 
-Given the goal's embedding (``explain(..., goal_vector=...)``) and a function that embeds
-words with the same model (``OfflineExplainer(embed=...)``), each round's candidates are
-ordered by their similarity to the goal and each candidate's words are goal-ranked
-(see ``propose_offline``); which texts an explanation matches does not change.
+An :class:`Explainer` works on distinct texts (duplicates share one judgment; their
+weights add up) and expands the result back to every text it was given. The model's
+explainer can also explain *inside* each selected explanation (depth 2, see
+:mod:`.hierarchy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
-from ..cluster import NOISE, EmbeddingClusterer, default_min_cluster_size
-from .assign import Assignment, assign
-from .candidates import Candidate
-from .propose_offline import propose_extractive
-from .select import SelectionResult, select_explanations
-from .seeded import SeedAssignment
-
-
-def join_seeds(seeded: SeedAssignment, proposed: Assignment | None) -> tuple[Assignment, np.ndarray]:
-    """Seed columns first, then the proposed candidates' columns. A seed's score is its
-    classifier probability where the text fits it, -1 elsewhere (so score >= threshold
-    is exactly "fits")."""
-    seed_scores = np.where(seeded.matches, seeded.scores, -1.0)
-    n = len(seed_scores)
-    reasons = seeded.reasons
-    if proposed is None:
-        return Assignment(seed_scores, seeded.thresholds.astype(np.float64), seeded.matches.copy()), reasons
-    extra = np.full((n, proposed.scores.shape[1]), None, dtype=object)
-    return Assignment(
-        scores=np.hstack([seed_scores, proposed.scores]),
-        thresholds=np.concatenate([seeded.thresholds, proposed.thresholds]),
-        matches=np.hstack([seeded.matches, proposed.matches]),
-    ), np.hstack([reasons, extra])
+from ..config import RunConfig
+from ..errors import SettingsError, register_settings
+from ..interfaces import Assignment, Candidate, Clusterer, ExplainResult, ModelClient, RoundRecord
+from .extractive import ExtractiveProposer
+from .goal import goal_gap_notice
+from .loop import RoundLoop
+from .model import CallTally, ModelAssigner, ModelProposer, unit_vectors
+from .sampling import distinct_texts
+from .select import Selector
+from .similarity import SimilarityAssigner
+from .user_classifier import classify_user_candidates
 
 EXPLAINER_OFFLINE = "offline-extractive"
-# --only-candidates: no proposing, texts classified into the seeded explanations (seeded.py).
-EXPLAINER_SEEDED = "offline-seeded"
+EXPLAINER_SEEDED = "offline-seeded"  # only the user's candidates, no model
+EXPLAINER_LLM = "llm"
+
 OFFLINE_NOTICE = (
     "No language model was configured: explanations are extractive (distinctive words of each "
     "cluster, those closest in meaning to the goal first) and texts are assigned by embedding "
     "similarity; the goal orders words and explanations but does not change which texts are grouped."
 )
-# Coverage must rise by at least this much for another round to be kept.
-MIN_COVERAGE_GAIN = 0.005
+SEEDED_NOTICE = (
+    "Open-set classification into the given explanations ({only_candidates}): no language model; "
+    "each text gets the seeded explanations a classifier trained on their closest texts says it fits, or none."
+)
+LLM_NOTICE_INCOMPLETE = ("The language-model budget ran out before the run finished: this is the best result "
+                         "so far ({reason}). Re-run the same command with a larger {max_calls}/{max_tokens} "
+                         "to finish it; answers already paid for come from the cache.")
+
+Embed = Callable[[list[str]], np.ndarray]
+register_settings(["dry_run"])  # named in check_estimate's message
 
 
-@dataclass
-class RoundRecord:
-    round: int
-    labels: np.ndarray  # clustering of this round, over all texts (-1: noise or not clustered)
-    n_candidates: int
-    selection: SelectionResult
+class Explainer:
+    """Propose → assign → select over one corpus. Subclasses say which proposer and assigner."""
 
+    name = ""
+    keep_round_without_gain = False  # see RoundLoop
+    notes: list | None = None  # shared with the proposer, so notes keep the order they were made in
 
-@dataclass
-class Explanation:
-    """Outcome of the loop: all candidates, their matches, and the chosen ones."""
+    def __init__(self, config: RunConfig, *, log=None):
+        self.config = config
+        self.user_candidates: list[Candidate] = []
+        self.goal_vector = None
+        self.log = log or (lambda message: None)
 
-    candidates: list[Candidate]
-    assignment: Assignment
-    selection: SelectionResult
-    rounds: list[RoundRecord] = field(default_factory=list)
+    # --- what a subclass provides -----------------------------------------------------------
 
-    margin: float | None = None
-    n_seeds: int = 0  # the first n_seeds candidates are seeded: no margin, always kept
-    reasons: np.ndarray | None = None  # texts × candidates: why a text matches (seeds only)
+    def parts(self, X: np.ndarray, texts: list[str], labels: np.ndarray):
+        """``(proposer or None, assigner)`` for these distinct texts."""
+        raise NotImplementedError
+
+    def finish(self, result: ExplainResult, X, texts, labels, weights) -> None:
+        """After the loop, over all texts (depth 2)."""
+
+    def notice(self, result: ExplainResult) -> str | None:
+        """How the explanations were made, or why the result is partial (shown with the run)."""
+        return None
+
+    def goal_notice(self, goal: str) -> str | None:
+        """The part of the goal this explainer cannot serve, if any."""
+        return None
+
+    def usage(self, store, run_id: int):
+        """The model's use for the run (:class:`~textclust.stats.ModelUsage`), None offline."""
+        return None
+
+    def check_estimate(self) -> None:
+        """Raise unless :meth:`estimate` can say what a run would cost (before any work is done)."""
+        raise SettingsError("{dry_run} estimates language-model calls: configure one with {model}")
+
+    def estimate(self, X, texts, labels, weights, user_candidates: list[Candidate] = ()) -> dict:
+        self.check_estimate()
+        return {}
 
     @property
-    def selected(self) -> list[int]:
-        return self.selection.chosen
+    def stage(self) -> str:
+        """The timing's name: "assign" when only the user's candidates are judged."""
+        return "assign" if self.config.explaining.only_candidates else "explain"
 
-    def final_matches(self) -> np.ndarray:
-        """Matches once the explanations are chosen: a text fits a selected explanation when it
-        reaches that explanation's threshold and is within ``margin`` of its best *selected*
-        score. (During selection the margin is relative to all candidates; a text whose best
-        candidate was not chosen is then judged against the chosen ones.)"""
-        A = self.assignment
-        final = np.zeros_like(A.matches)
-        sel = np.array(self.selected, dtype=int)
-        if len(sel) == 0:
-            return final
-        scores = A.scores[:, sel]
-        fits = scores >= A.thresholds[sel][None, :]
-        proposed = sel >= self.n_seeds
-        if self.margin is not None and proposed.any():
-            best = scores[:, proposed].max(axis=1, keepdims=True)
-            fits[:, proposed] &= scores[:, proposed] >= best - self.margin
-        final[:, sel] = fits
-        return final
+    # --- the loop ---------------------------------------------------------------------------
 
-    def primary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per text: index of its best-scoring matching selected candidate (-1 = uncovered),
-        that score (NaN when uncovered), and how many selected candidates it matches."""
-        n = self.assignment.scores.shape[0]
-        if not self.selected:
-            return np.full(n, -1), np.full(n, np.nan), np.zeros(n, dtype=int)
-        sel = np.array(self.selected)
-        scores = self.assignment.scores[:, sel]
-        matches = self.final_matches()[:, sel]
-        masked = np.where(matches, scores, -np.inf)
-        best = masked.argmax(axis=1)
-        covered = matches.any(axis=1)
-        index = np.where(covered, sel[best], -1)
-        score = np.where(covered, scores[np.arange(n), best], np.nan)
-        return index, score, matches.sum(axis=1)
-
-
-class OfflineExplainer:
-    """Runs the loop with the extractive proposer (no language model)."""
-
-    name = EXPLAINER_OFFLINE
-
-    def __init__(
-        self,
-        rounds: int = 2,
-        k: int | None = None,
-        min_share: float = 0.005,
-        lambda_miss: float = 1.0,
-        lambda_overlap: float = 0.5,
-        clusterer: EmbeddingClusterer | None = None,
-        beta: float = 2.0,
-        margin: float | None = 0.05,
-        seeds: tuple[list[Candidate], "SeedAssignment"] | None = None,
-        embed: Callable[[list[str]], np.ndarray] | None = None,
-    ):
-        # Embeds words with the texts' model (unit vectors); used only with a goal vector.
-        self.embed = embed
-        self.seeds = seeds  # (seed candidates, their offline assignment): joined to every round
-        self.beta = beta
-        self.margin = margin
-        self.rounds = rounds
-        self.k = k
-        self.min_share = min_share
-        self.lambda_miss = lambda_miss
-        self.lambda_overlap = lambda_overlap
-        self.clusterer = clusterer or EmbeddingClusterer()
+    def selector(self, notes: list | None = None) -> Selector:
+        e = self.config.explaining
+        return Selector(k=e.k, min_share=e.min_share, lambda_miss=e.lambda_miss, lambda_overlap=e.lambda_overlap,
+                        max_candidate_share=e.max_candidate_share, log=self.log, notes=notes)
 
     def explain(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray, *,
-                goal_vector: np.ndarray | None = None) -> Explanation:
-        """Run the rounds. ``goal_vector``: the goal's unit embedding (same model as ``X``), or None."""
-        seed_candidates = self.seeds[0] if self.seeds else []
-        embed = _Memo(self.embed) if self.embed is not None and goal_vector is not None else None
-
-        def propose(round_labels, round_number, calibration=None):
-            return propose_extractive(X, texts, round_labels, round=round_number, calibration_labels=calibration,
-                                      goal_vector=goal_vector, embed=embed)
-
-        candidates = seed_candidates + propose(labels, 1)
-        result = self._assign_and_select(X, candidates, weights)
-        result.rounds.append(RoundRecord(1, labels, len(candidates), result.selection))
-        for round_number in range(2, self.rounds + 1):
-            uncovered = ~result.final_matches().any(axis=1)
-            round_labels = self._recluster(X, uncovered)
-            if round_labels is None:
-                break
-            # Known negatives for calibration: texts already explained, by their explanation.
-            primary, _, _ = result.primary()
-            calibration = np.where(uncovered, round_labels, np.where(primary >= 0, 1_000_000 + primary, NOISE))
-            new = propose(round_labels, round_number, calibration)
-            if not new:
-                break
-            attempt = self._assign_and_select(X, candidates + new, weights)
-            if attempt.selection.coverage < result.selection.coverage + MIN_COVERAGE_GAIN:
-                break
-            candidates = candidates + new
-            attempt.rounds = result.rounds + [RoundRecord(round_number, round_labels, len(new), attempt.selection)]
-            result = attempt
+                user_candidates: list[Candidate] = (), goal_vector: np.ndarray | None = None,
+                rounds: int | None = None) -> ExplainResult:
+        """Explain ``texts`` (embedded as ``X``, clustered as ``labels``; ``weights``: input rows
+        per text). ``user_candidates`` (with vectors) come first and are always kept;
+        ``goal_vector`` (the goal embedded like the texts) orders offline words and explanations."""
+        self.user_candidates = list(user_candidates)
+        self.goal_vector = goal_vector
+        X = np.asarray(X, dtype=np.float32)
+        labels = np.asarray(labels)
+        weights = np.asarray(weights, dtype=float)
+        first, inverse = distinct_texts(list(texts))
+        Xu, tu, lu = X[first], [texts[i] for i in first], labels[first]
+        wu = np.bincount(inverse, weights=weights, minlength=len(first))
+        proposer, assigner = self.parts(Xu, tu, lu)
+        loop = RoundLoop(proposer, assigner, self.selector(self.notes), rounds or self.config.rounds,
+                         keep_round_without_gain=self.keep_round_without_gain, log=self.log)
+        result = expand(loop.run(Xu, tu, lu, wu, self.user_candidates), inverse)
+        self.finish(result, X, texts, labels, weights)
         return result
 
-    def _assign_and_select(self, X, candidates: list[Candidate], weights) -> Explanation:
-        n_seeds = len(self.seeds[0]) if self.seeds else 0
-        assignment = assign(X, candidates[n_seeds:], self.beta, self.margin) if len(candidates) > n_seeds else None
-        reasons = None
-        if n_seeds:
-            assignment, reasons = join_seeds(self.seeds[1], assignment)
-        selection = select_explanations(
-            assignment.matches,
-            forced=list(range(n_seeds)),
-            k=self.k,
-            cost=None if self.k else self.min_share * weights.sum() * self.lambda_miss,
-            weights=weights,
-            lambda_miss=self.lambda_miss,
-            lambda_overlap=self.lambda_overlap,
-        )
-        return Explanation(candidates=candidates, assignment=assignment, selection=selection, margin=self.margin,
-                           n_seeds=n_seeds, reasons=reasons)
 
-    def _recluster(self, X: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
-        """HDBSCAN on the ``subset`` texts alone; labels over all texts (-1 outside the subset).
+class OfflineExplainer(Explainer):
+    """Extractive explanations and embedding similarity; the goal orders words and explanations."""
 
-        Later rounds always use HDBSCAN (they look for whatever groups are left, however
-        many) with the first round's reduction, and keep the whole corpus's minimum
-        cluster size so that leftovers are not split into crumbs.
-        """
-        size = self.clusterer.min_cluster_size or default_min_cluster_size(len(X))
-        if subset.sum() < 2 * size:
-            return None
-        settings = {k: v for k, v in vars(self.clusterer).items() if not k.endswith("_")}
-        settings.update(algorithm="hdbscan", k=None, min_cluster_size=size)
-        fitted = EmbeddingClusterer(**settings).fit(X[subset])
-        if not (fitted.labels_ != NOISE).any():
-            return None
-        labels = np.full(len(X), NOISE)
-        labels[subset] = fitted.labels_
-        return labels
-
-
-class _Memo:
-    """Embeds each distinct word once per explain() call (rounds share most words)."""
-
-    def __init__(self, embed: Callable[[list[str]], np.ndarray]):
+    def __init__(self, config: RunConfig, *, clusterer: Clusterer | None = None, embed: Embed | None = None,
+                 log=None, beta: float = 2.0, margin: float | None = 0.05):
+        super().__init__(config, log=log)
+        self.clusterer = clusterer
         self.embed = embed
-        self.vectors: dict[str, np.ndarray] = {}
+        self.beta = beta
+        self.margin = margin
 
-    def __call__(self, words: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(w for w in words if w not in self.vectors))
-        if missing:
-            self.vectors.update(zip(missing, np.asarray(self.embed(missing))))
-        return np.vstack([self.vectors[w] for w in words]) if words else np.zeros((0, 0))
+    @property
+    def name(self) -> str:
+        return EXPLAINER_SEEDED if self.config.explaining.only_candidates else EXPLAINER_OFFLINE
+
+    def parts(self, X, texts, labels):
+        user = None
+        if self.user_candidates:
+            E = np.vstack([c.vector for c in self.user_candidates]).astype(np.float32)
+            user = classify_user_candidates(X, E, random_state=self.config.random_state)
+        assigner = SimilarityAssigner(X, user, beta=self.beta, margin=self.margin)
+        if self.config.explaining.only_candidates:
+            return None, assigner
+        if self.clusterer is None:
+            from ..cluster import EmbeddingClusterer
+
+            self.clusterer = EmbeddingClusterer()
+        proposer = ExtractiveProposer(self.clusterer, k=self.config.explaining.k, goal_vector=self.goal_vector,
+                                      embed=self.embed)
+        return proposer, assigner
+
+    def notice(self, result):
+        return SEEDED_NOTICE if self.config.explaining.only_candidates else OFFLINE_NOTICE
+
+    def goal_notice(self, goal):
+        return None if self.user_candidates else goal_gap_notice(goal)
+
+
+class ModelExplainer(Explainer):
+    """The goal-driven method: the model writes explanations and judges texts against them."""
+
+    name = EXPLAINER_LLM
+    keep_round_without_gain = True
+
+    def __init__(self, config: RunConfig, client: ModelClient | None, embed: Embed, goal: str, *,
+                 clusterer: Clusterer | None = None, log=None, restating: np.ndarray | None = None,
+                 depth: int | None = None):
+        super().__init__(config, log=log)
+        self.client = client
+        self.embed = embed
+        self.goal = " ".join(str(goal).split())
+        self.clusterer = clusterer
+        self.restating = restating
+        self.depth = config.explaining.depth if depth is None else depth
+        self.tally = CallTally()
+        self.notes = self.tally.notes
+
+    def parts(self, X, texts, labels):
+        e = self.config.explaining
+        assigner = ModelAssigner(self.client, self.goal, X, texts, batch_size=e.batch_size, prefilter=e.prefilter,
+                                 escalations=e.escalations, max_chars=e.max_chars, tally=self.tally)
+        if e.only_candidates:
+            return None, assigner
+        proposer = ModelProposer(self.client, self.embed, self.goal, n_samples=e.n_samples,
+                                 n_explanations=e.n_explanations, merge_threshold=e.merge_threshold,
+                                 examples=e.examples or (), max_chars=e.max_chars,
+                                 random_state=self.config.random_state, restating=self.restating,
+                                 tally=self.tally, log=self.log)
+        return proposer, assigner
+
+    def explain(self, X, texts, labels, weights, *, user_candidates=(), goal_vector=None,
+                rounds=None) -> ExplainResult:
+        result = super().explain(X, texts, labels, weights, user_candidates=self._with_vectors(user_candidates),
+                                 goal_vector=goal_vector, rounds=rounds)
+        result.n_calls = dict(self.tally.n_calls)
+        return result
+
+    def _with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The user's candidates, each with a unit vector (embedded here when given without one)."""
+        missing = [c for c in candidates if c.vector is None]
+        if not missing:
+            return list(candidates)
+        vectors = iter(unit_vectors(self.embed, [c.text for c in missing]))
+        return [c if c.vector is not None else replace(c, vector=next(vectors)) for c in candidates]
+
+    def finish(self, result, X, texts, labels, weights) -> None:
+        if self.depth >= 2 and not result.incomplete:
+            from .hierarchy import explain_inside
+
+            explain_inside(self, result, X, texts, labels, weights)
+
+    def child(self, goal: str, restating: np.ndarray, log) -> "ModelExplainer":
+        """The explainer of one selected explanation's members (depth 2): automatic K, depth 1."""
+        config = replace(self.config, explaining=replace(self.config.explaining, k=None, depth=1, examples=None,
+                                                          user_candidates=None, only_candidates=False))
+        return ModelExplainer(config, self.client, self.embed, goal, clusterer=self.clusterer, log=log,
+                              restating=restating, depth=1)
+
+    def notice(self, result):
+        return LLM_NOTICE_INCOMPLETE.format(reason=result.stop_reason, max_calls="{max_calls}",
+                                            max_tokens="{max_tokens}") if result.incomplete else None
+
+    def usage(self, store, run_id: int):
+        from ..stats import ModelUsage
+
+        usage = self.client.usage()
+        usage["this_process"] = {k: usage[k] for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens")}
+        usage.update(store.usage_for_run(run_id))
+        model = self.config.model
+        prices = (model.price_prompt_per_mtok, model.price_completion_per_mtok)
+        if any(p is not None for p in prices):
+            usage["cost_usd"] = round((usage["prompt_tokens"] * (prices[0] or 0.0)
+                                       + usage["completion_tokens"] * (prices[1] or 0.0)) / 1e6, 6)
+        usage["calls_by_stage"] = dict(self.tally.n_calls)
+        return ModelUsage.from_dict(usage)
+
+    def check_estimate(self) -> None:
+        return None
+
+    def estimate(self, X, texts, labels, weights, user_candidates: list[Candidate] = ()) -> dict:
+        from .estimate import estimate_llm
+
+        self.user_candidates = list(user_candidates)
+        return estimate_llm(self, X, texts, labels, weights)
+
+
+def explainer_name(config: RunConfig) -> str:
+    """The name recorded with a run, before it starts."""
+    if config.model is not None:
+        return EXPLAINER_LLM
+    return EXPLAINER_SEEDED if config.explaining.only_candidates else EXPLAINER_OFFLINE
+
+
+def build_explainer(config: RunConfig, *, goal: str, embed: Embed, store=None, run_id: int | None = None,
+                    client: ModelClient | None = None, clusterer: Clusterer | None = None, log=None) -> Explainer:
+    """The explainer the configuration asks for: the model's when one is configured, else the
+    offline one. The model is reached through ``client`` when given (bound to ``run_id``), else
+    through an :class:`~textclust.llm.client.LLMClient` recording its calls in ``store``; with
+    neither (a dry run) nothing can be sent."""
+    if config.model is None:
+        return OfflineExplainer(config, clusterer=clusterer, embed=embed, log=log)
+    if client is None and store is not None:
+        from ..llm.client import LLMClient
+
+        client = LLMClient(config.model, store, run_id=run_id, log=log)
+    elif client is not None and run_id is not None:
+        client.run_id = run_id  # an injected client records its calls under this run
+    return ModelExplainer(config, client, embed, goal, clusterer=clusterer, log=log)
+
+
+def expand(result: ExplainResult, inverse: np.ndarray) -> ExplainResult:
+    """A result over distinct texts, spread back to every text (duplicates share their judgment)."""
+    A = result.assignment
+    copies: dict[int, list[int]] = {}
+    for i, u in enumerate(inverse.tolist()):
+        copies.setdefault(u, []).append(i)
+    assignment = Assignment(
+        scores=A.scores[inverse], thresholds=A.thresholds, matches=A.matches[inverse], margin=A.margin,
+        judged=A.judged, failed=None if A.failed is None else A.failed[inverse],
+        reasons=None if A.reasons is None else A.reasons[inverse],
+        evidence={(i, j): quote for (u, j), quote in A.evidence.items() for i in copies[u]},
+    )
+    rounds = [RoundRecord(r.round, r.labels[inverse], r.n_candidates, r.selection) for r in result.rounds]
+    return ExplainResult(candidates=result.candidates, assignment=assignment, selection=result.selection,
+                         rounds=rounds, n_user=result.n_user, stop_reason=result.stop_reason,
+                         incomplete=result.incomplete, notes=list(result.notes), n_calls=dict(result.n_calls))

@@ -7,9 +7,9 @@ each cluster), so they describe *topics*. The goal's embedding still ranks thing
   without its instruction words ("Cluster the complaints by why the customer is unhappy."
   → "why the customer is unhappy", see :func:`goal_focus`);
 * :func:`goal_similarity` — per candidate explanation, the cosine between its vector
-  (a cluster centroid, or a seeded explanation's embedding) and the goal; the offline
+  (a cluster centroid, or a user candidate's embedding) and the goal; the offline
   proposer orders its candidates by it and ranks each cluster's words by their own
-  similarity to the goal (``textclust.explain.propose_offline``).
+  similarity to the goal (``textclust.explain.extractive``).
 
 A goal that asks for sentiment, causes, counts, trends or style is recorded but that part
 is not served; :func:`goal_gaps` names those parts by simple keyword matching so the
@@ -22,6 +22,10 @@ import re
 from typing import Callable, Sequence
 
 import numpy as np
+
+from ..errors import register_settings
+
+register_settings(("candidate",))  # the goal notice names the option as {candidate}
 
 # aspect -> words in the goal that ask for it
 ASPECTS = {
@@ -85,4 +89,4 @@ def goal_gap_notice(goal: str) -> str | None:
         return None
     return (f"The goal asks for {' and '.join(gaps)}; offline, extractive explanations describe topics only "
             "(distinctive words), so that part of the goal is not served. Seeded explanations "
-            "(--candidate \"NAME: explanation\") can steer the result toward it.")
+            "({candidate} \"NAME: explanation\") can steer the result toward it.")

@@ -14,21 +14,70 @@ merged (weights added) first, which shrinks the program by orders of magnitude.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from ..errors import SettingsError
+from ..interfaces import Assignment, SelectionResult
+
+STATUS_KEEP_ALL = "seeded (no selection)"
 
 
-@dataclass
-class SelectionResult:
-    chosen: list[int]  # candidate indices, ascending
-    objective: float
-    status: str  # "optimal", or why not
-    coverage: float  # weighted share of texts covered by ≥1 chosen candidate
+class Selector:
+    """Chooses the explanations of one round from an :class:`~textclust.interfaces.Assignment`.
+
+    Only candidates some text was judged against can be chosen (the user's are always
+    kept); with ``max_candidate_share``, a candidate matching more than that share of the
+    texts is left out. A fixed ``k`` larger than the candidates that can be chosen selects
+    them all and says so in ``notes``. Otherwise :func:`select_explanations` solves the
+    covering program: exactly ``k``, or automatic K with a cost of
+    ``min_share · Σ weights · lambda_miss`` per explanation.
+    """
+
+    def __init__(self, k: int | None = None, min_share: float = 0.005, lambda_miss: float = 1.0,
+                 lambda_overlap: float = 0.5, max_candidate_share: float | None = None,
+                 log=None, notes: list | None = None):
+        self.k = k
+        self.min_share = min_share
+        self.lambda_miss = lambda_miss
+        self.lambda_overlap = lambda_overlap
+        self.max_candidate_share = max_candidate_share
+        self.log = log or (lambda message: None)
+        self.notes: list[str] = [] if notes is None else notes
+
+    def select(self, assignment: Assignment, weights: np.ndarray, n_user: int = 0) -> SelectionResult:
+        matches = assignment.matches
+        w = np.asarray(weights, dtype=float)
+        m = matches.shape[1]
+        judged = np.ones(m, dtype=bool) if assignment.judged is None else assignment.judged
+        eligible = [j for j in range(m) if j < n_user or judged[j]]
+        if self.max_candidate_share is not None:
+            share = (w[:, None] * matches).sum(axis=0) / w.sum()
+            eligible = [j for j in eligible if j < n_user or share[j] <= self.max_candidate_share]
+        if not eligible:
+            return SelectionResult([], float(self.lambda_miss * w.sum()), "no candidates", 0.0)
+        k = self.k
+        if k is not None and k > len(eligible):
+            note = f"asked for {k} explanations but only {len(eligible)} candidates were judged; selected all of them"
+            if note not in self.notes:
+                self.notes.append(note)
+                self.log(note)
+            k = len(eligible)
+        result = select_explanations(
+            matches[:, eligible], k=k, cost=None if k is not None else self.min_share * w.sum() * self.lambda_miss,
+            weights=w, lambda_miss=self.lambda_miss, lambda_overlap=self.lambda_overlap,
+            forced=list(range(n_user)),
+        )
+        return SelectionResult(sorted(eligible[c] for c in result.chosen), result.objective, result.status,
+                               result.coverage)
+
+    def keep_all(self, assignment: Assignment, weights: np.ndarray) -> SelectionResult:
+        """Every candidate kept (the user's own, with nothing proposed)."""
+        w = np.asarray(weights, dtype=float)
+        covered = assignment.matches.any(axis=1)
+        return SelectionResult(list(range(assignment.matches.shape[1])), float(w[~covered].sum()), STATUS_KEEP_ALL,
+                               float(w[covered].sum() / w.sum()))
 
 
 def select_explanations(
@@ -50,7 +99,7 @@ def select_explanations(
     if k is not None and not 1 <= k <= m:
         raise SettingsError(f"cannot select {k} explanations from {m} candidates")
     if k is not None and len(forced) > k:
-        raise SettingsError(f"--k {k} is less than the {len(forced)} seeded explanations, which are always kept")
+        raise SettingsError(f"{{k}} {k} is less than the {len(forced)} seeded explanations, which are always kept")
     if k is None and cost is None:
         raise ValueError("give k (fixed K) or cost (automatic K)")
 

@@ -276,7 +276,7 @@ class LLMClient:
                 if isinstance(error, TransientError) and error.connection:
                     raise LLMError(f"{row.error} (is the language model server running?)") from None
                 if isinstance(error, PermanentError) and error.fatal:
-                    raise PermanentError(str(error), error.status) from None
+                    raise PermanentError(error.template, error.status) from None  # settings still named
                 return _Outcome(None, row.error, False, call_id, False, None, sent)
 
             outcome = self._interpret(answer, schema, validate)
@@ -331,6 +331,7 @@ class LLMClient:
         clone = type(err).__new__(type(err))
         clone.__dict__.update(err.__dict__)
         clone.args = (message,)
+        clone.template = scrub(err.template, self._secrets)  # rendered by the CLI: masked there too
         return clone
 
     # --- budget and counters ------------------------------------------------------------------
@@ -341,14 +342,14 @@ class LLMClient:
         with self._lock:
             if config.max_calls is not None and self._calls + self._in_flight >= config.max_calls:
                 raise BudgetExceeded(
-                    f"--max-calls {config.max_calls} reached ({self._calls} calls made); the answers so far are "
-                    "cached: re-run with a higher --max-calls to continue"
+                    f"{{max_calls}} {config.max_calls} reached ({self._calls} calls made); the answers so far are "
+                    "cached: re-run with a higher {max_calls} to continue"
                 )
             used = self._prompt_tokens + self._completion_tokens + self._in_flight_tokens
             if config.max_tokens is not None and used + estimate > config.max_tokens:
                 raise BudgetExceeded(
-                    f"--max-tokens {config.max_tokens} reached ({used} tokens used, the next call needs about "
-                    f"{estimate}); the answers so far are cached: re-run with a higher --max-tokens to continue"
+                    f"{{max_tokens}} {config.max_tokens} reached ({used} tokens used, the next call needs about "
+                    f"{estimate}); the answers so far are cached: re-run with a higher {{max_tokens}} to continue"
                 )
             self._in_flight += 1
             self._in_flight_tokens += estimate
@@ -373,7 +374,7 @@ class LLMClient:
         """Structured-output ``mode`` was refused: use the next one (auto) or stop (explicit mode)."""
         if self.config.structured != "auto" or mode not in FALLBACK:
             raise LLMError(
-                f"the server refused structured output ({mode}): {error}; try --llm-structured "
+                f"the server refused structured output ({mode}): {error}; try {{structured}} "
                 f"{FALLBACK.get(mode, 'none')}"
             ) from None
         changed = False

@@ -2,7 +2,7 @@
 
 Settings come from, highest precedence first:
 
-1. explicit arguments (the command-line flags: ``--llm-model``, ``--llm-base-url``, …);
+1. explicit arguments (``model=``, ``base_url=``, …: the command line's flags or a Python caller's keywords);
 2. the environment: ``TEXTCLUST_LLM_MODEL``, ``OPENAI_BASE_URL``, and the API key from the
    variable named by ``api_key_env`` (default ``OPENAI_API_KEY``);
 3. the ``[llm]`` table of a TOML file: ``config_path``, else ``$TEXTCLUST_CONFIG``, else
@@ -31,24 +31,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import SettingsError
+from ..errors import SettingsError, register_settings
 
 STRUCTURED_MODES = ("auto", "json_schema", "json_object_schema", "json_object", "none")
 CONFIG_ENV = "TEXTCLUST_CONFIG"
 MODEL_ENV = "TEXTCLUST_LLM_MODEL"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 LOCAL_CONFIG = "textclust.toml"
-
-# How each setting is named on the command line (for error messages).
-FLAGS = {
-    "model": "--llm-model",
-    "base_url": "--llm-base-url",
-    "api_key_env": "--llm-api-key-env",
-    "gguf": "--llm-gguf",
-    "max_calls": "--max-calls",
-    "max_tokens": "--max-tokens",
-    "concurrency": "--concurrency",
-}
 
 
 @dataclass
@@ -115,7 +104,7 @@ class LLMConfig:
         explicit = dict(overrides, model=model, base_url=base_url, api_key_env=api_key_env, gguf=gguf)
         for key, value in explicit.items():
             if value is not None:
-                values[key], origin[key] = value, FLAGS.get(key, f"--llm-{key.replace('_', '-')}")
+                values[key], origin[key] = value, _setting(key)
 
         if values.get("gguf") and "model" not in values:
             values["model"] = Path(str(values["gguf"])).name
@@ -125,7 +114,7 @@ class LLMConfig:
             # OPENAI_BASE_URL alone in the environment (set for other tools) is not.
             if values.get("base_url") and origin.get("base_url") != BASE_URL_ENV:
                 raise SettingsError(
-                    f"{origin['base_url']} needs --llm-model (or TEXTCLUST_LLM_MODEL, or model in [llm] of a config "
+                    f"{origin['base_url']} needs {{model}} (or {MODEL_ENV}, or model in [llm] of a config "
                     "file): which model should the server run?"
                 )
             return None
@@ -147,16 +136,25 @@ class LLMConfig:
             try:
                 from .local import LlamaCppTransport
             except ModuleNotFoundError as err:
-                raise SettingsError(f"--llm-gguf needs an optional package that is not installed: {err.name}") from None
+                raise SettingsError(f"{{gguf}} needs an optional package that is not installed: {err.name}") from None
             return LlamaCppTransport(self.gguf)
         from .transport import OpenAITransport
 
         key = self.api_key()
         if self.base_url is None and key is None:
             raise SettingsError(
-                f"the OpenAI API needs a key: set {self.api_key_env} (or give --llm-base-url for a local server)"
+                f"the OpenAI API needs a key: set {self.api_key_env} (or give {{base_url}} for a local server)"
             )
         return OpenAITransport(self.base_url, key, self.timeout)
+
+
+# Messages name these settings as {name} placeholders: the keyword here, the flag on the command line.
+register_settings(f.name for f in fields(LLMConfig))
+
+
+def _setting(key: str) -> str:
+    """How a message names setting ``key`` given as an argument (see :mod:`textclust.errors`)."""
+    return "{%s}" % key
 
 
 # --- the config file ------------------------------------------------------------------------------
@@ -223,7 +221,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _check_all(config: LLMConfig, origin: dict[str, str]) -> None:
     def where(key: str) -> str:
-        return origin.get(key, key)
+        return origin.get(key, _setting(key))
 
     def fail(key: str, wanted: str) -> None:
         got = "" if key == "api_key_env" else f" (got {getattr(config, key)!r})"  # might be a pasted key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import BudgetExceeded as _BudgetExceeded
 from ..errors import TextclustError
 
 
@@ -49,8 +50,8 @@ class PermanentError(LLMError):
         return self.status in (401, 403, 404)
 
 
-class BudgetExceeded(LLMError):
-    """Raised before sending a call that would go over ``--max-calls`` / ``--max-tokens``.
+class BudgetExceeded(_BudgetExceeded, LLMError):
+    """Raised before sending a call that would go over ``max_calls`` / ``max_tokens``.
 
     ``partial`` is set by :meth:`LLMClient.complete_many`: the results of the requests
     that did complete (None for the others), in order.

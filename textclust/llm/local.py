@@ -120,6 +120,7 @@ class LlamaCppTransport:
         if self._llama is None:
             from llama_cpp import Llama
 
+            avoid_weight_repacking()
             try:
                 options = {"n_threads": self.n_threads} if self.n_threads else {}
                 self._llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, chat_format=self.chat_format,
@@ -185,3 +186,40 @@ def _to_response(completion: dict) -> ChatResponse:
         completion_tokens=_int_or_none(usage.get("completion_tokens")),
         finish_reason=choice.get("finish_reason"),
     )
+
+
+REPACK_ENV = "TEXTCLUST_LLAMA_REPACK"  # "1": keep llama.cpp's weight repacking even where it is avoided
+
+
+def cpu_advertises_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_" in line for line in f)
+    except OSError:
+        return False
+
+
+def avoid_weight_repacking() -> bool:
+    """Load GGUF models without llama.cpp's extra buffer types (weight repacking) on CPUs that
+    advertise AMX, unless ``$TEXTCLUST_LLAMA_REPACK`` is 1. Why: on virtual machines that
+    advertise AMX without fully supporting it (seen on this project's CI machines), the
+    repacked kernels crash the whole process with a general protection fault in
+    libggml-cpu, with no error to catch; without repacking the model runs, somewhat slower.
+    Returns whether repacking is now avoided. Also used by the tests for the llama.cpp server."""
+    if os.environ.get(REPACK_ENV) == "1" or not cpu_advertises_amx():
+        return False
+    import llama_cpp.llama_cpp as native
+
+    if getattr(native.llama_model_default_params, "_textclust_no_repack", False):
+        return True
+    original = native.llama_model_default_params
+
+    def without_repacking():
+        params = original()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    without_repacking._textclust_no_repack = True
+    native.llama_model_default_params = without_repacking
+    return True

@@ -17,17 +17,9 @@ import json
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-
-from ..store.schema import LLMCall, LLMResponse
+from ..store.records import CAPABILITY_MARK, canonical_json, capability_key  # noqa: F401  (re-exported)
 from .errors import scrub
 from .transport import ChatResponse
-
-CAPABILITY_MARK = "capability"  # finish_reason of cache rows that memo a server's structured-output mode
-
-
-def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def cache_key(*, server: str, model: str, messages: list[dict], temperature, seed, max_output_tokens,
@@ -42,11 +34,6 @@ def cache_key(*, server: str, model: str, messages: list[dict], temperature, see
         "max_output_tokens": max_output_tokens,
         "response_format": response_format,
     }
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
-def capability_key(server: str, model: str) -> str:
-    payload = {"capability": "structured_output", "server": server, "model": model}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
@@ -74,7 +61,8 @@ class CallRow:
 
 
 class Recorder:
-    """Thread-safe writes and reads of ``llm_calls`` / ``llm_responses`` in one Database."""
+    """Thread-safe writes and reads of the call log and the response cache in one Database
+    (the queries are the store's: :meth:`Database.log_call`, :meth:`Database.cached_response`…)."""
 
     def __init__(self, db, secrets=()):
         self.db = db
@@ -84,68 +72,55 @@ class Recorder:
     # --- cache -------------------------------------------------------------------------------
 
     def cached(self, key: str) -> ChatResponse | None:
-        with self._lock, self.db.transaction() as s:
-            row = s.get(LLMResponse, key)
-            if row is None or row.finish_reason == CAPABILITY_MARK:
-                return None
-            return ChatResponse(content=row.response, prompt_tokens=row.prompt_tokens,
-                                completion_tokens=row.completion_tokens, finish_reason=row.finish_reason,
-                                refusal=row.refusal)
+        with self._lock:
+            found = self.db.cached_response(key)
+        return None if found is None else ChatResponse(**found)
 
     def capability(self, server: str, model: str) -> str | None:
         """The structured-output mode that worked with this server and model before, if recorded."""
-        with self._lock, self.db.transaction() as s:
-            row = s.get(LLMResponse, capability_key(server, model))
-            return row.response if row is not None and row.finish_reason == CAPABILITY_MARK else None
+        with self._lock:
+            return self.db.structured_capability(server, model)
 
     def remember_capability(self, server: str, model: str, mode: str) -> None:
-        with self._lock, self.db.transaction(immediate=True) as s:  # read-then-write: lock first
-            key = capability_key(server, model)
-            row = s.get(LLMResponse, key)
-            if row is None:
-                s.add(LLMResponse(cache_key=key, server=server, model=model, response=mode,
-                                  finish_reason=CAPABILITY_MARK))
-            else:
-                row.response = mode
+        with self._lock:
+            self.db.remember_structured_capability(server, model, mode)
 
     # --- call log ----------------------------------------------------------------------------
 
     def log(self, call: CallRow, answer: ChatResponse | None = None) -> int:
         """Write one call (and, for a fresh answer, its cache entry) in one transaction; its id."""
-        with self._lock, self.db.transaction() as s:
-            row = LLMCall(
-                run_id=call.run_id,
-                stage=call.stage[:40],
-                model=call.model,
-                server=self._clean(call.server),
-                messages=json.loads(self._clean(json.dumps(call.messages, ensure_ascii=False))),
-                response_format=call.response_format,
-                response=self._clean(call.response),
-                finish_reason=call.finish_reason,
-                prompt_tokens=call.prompt_tokens,
-                completion_tokens=call.completion_tokens,
-                latency_s=call.latency_s,
-                waited_s=call.waited_s,
-                status=call.status,
-                error=scrub(call.error, self._secrets),
-                retries=call.retries,
-                repair_of=call.repair_of,
-                cache_key=call.cache_key,
-            )
-            s.add(row)
-            if answer is not None and s.get(LLMResponse, call.cache_key) is None:
-                s.add(LLMResponse(
-                    cache_key=call.cache_key,
-                    server=self._clean(call.server),
-                    model=call.model,
-                    response=self._clean(answer.content),
-                    finish_reason=answer.finish_reason,
-                    refusal=self._clean(answer.refusal),
-                    prompt_tokens=answer.prompt_tokens,
-                    completion_tokens=answer.completion_tokens,
-                ))
-            s.flush()
-            return row.id
+        row = {
+            "run_id": call.run_id,
+            "stage": call.stage[:40],
+            "model": call.model,
+            "server": self._clean(call.server),
+            "messages": json.loads(self._clean(json.dumps(call.messages, ensure_ascii=False))),
+            "response_format": call.response_format,
+            "response": self._clean(call.response),
+            "finish_reason": call.finish_reason,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "latency_s": call.latency_s,
+            "waited_s": call.waited_s,
+            "status": call.status,
+            "error": scrub(call.error, self._secrets),
+            "retries": call.retries,
+            "repair_of": call.repair_of,
+            "cache_key": call.cache_key,
+        }
+        cached = None
+        if answer is not None:
+            cached = {
+                "server": self._clean(call.server),
+                "model": call.model,
+                "response": self._clean(answer.content),
+                "finish_reason": answer.finish_reason,
+                "refusal": self._clean(answer.refusal),
+                "prompt_tokens": answer.prompt_tokens,
+                "completion_tokens": answer.completion_tokens,
+            }
+        with self._lock:
+            return self.db.log_call(row, cached)
 
     def _clean(self, text: str | None) -> str | None:
         return scrub(text, self._secrets, patterns=False)
@@ -154,28 +129,11 @@ class Recorder:
 # --- reading the record (reports, `show`) -------------------------------------------------------
 
 
-def calls_for_run(db, run_id: int) -> list[LLMCall]:
-    """Every call of a run, in order."""
-    with db.transaction() as s:
-        return list(s.scalars(select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.id)))
+def calls_for_run(db, run_id: int) -> list:
+    """Every call of a run, in order (``llm_calls`` rows)."""
+    return db.calls_for_run(run_id)
 
 
 def usage_for_run(db, run_id: int) -> dict:
     """Counts and tokens of a run's calls, from the record (``cached`` rows cost nothing)."""
-    with db.transaction() as s:
-        rows = s.execute(
-            select(LLMCall.status, func.count(), func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
-                   func.coalesce(func.sum(LLMCall.completion_tokens), 0), func.coalesce(func.sum(LLMCall.retries), 0))
-            .where(LLMCall.run_id == run_id)
-            .group_by(LLMCall.status)
-        ).all()
-    by_status = {status: (n, p, c, r) for status, n, p, c, r in rows}
-    sent = [by_status.get(k, (0, 0, 0, 0)) for k in ("ok", "error")]
-    return {
-        "calls": sum(x[0] for x in sent),
-        "cached_calls": by_status.get("cached", (0,))[0],
-        "failed_calls": by_status.get("error", (0,))[0],
-        "prompt_tokens": sum(x[1] for x in sent),
-        "completion_tokens": sum(x[2] for x in sent),
-        "retries": sum(x[3] for x in sent),
-    }
+    return db.usage_for_run(run_id)

@@ -20,10 +20,14 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..errors import register_settings
 from .errors import PermanentError, TransientError, UnsupportedFormat, scrub
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "unused"  # local servers ignore the key, but the openai client insists on one
+# Settings of LLMConfig its messages name ("check {model} and {base_url}"); registered here too
+# because a transport may be used without textclust.llm.config.
+register_settings(("model", "base_url"))
 
 # A 400/422 whose message mentions one of these rejected the structured-output request.
 _FORMAT_WORDS = ("response_format", "response format", "json_schema", "json schema", "json_object",
@@ -153,7 +157,7 @@ class OpenAITransport:
         if status == 401:
             message += " (check the API key; its environment variable is named by api_key_env)"
         elif status == 404:
-            message += " (check --llm-model and --llm-base-url)"
+            message += " (check {model} and {base_url})"
         return PermanentError(message, status)
 
     def _to_response(self, completion) -> ChatResponse:

@@ -14,11 +14,12 @@ import numpy as np
 
 from ..errors import TextclustError
 from ..results import FINISHED, RunResult, load_run
-from .model import UNCOVERED
+from .model import UNCOVERED, Spell, spelled_result
 
 
-def compare_runs(db, run_a: int, run_b: int) -> dict:
-    a, b = (load_run(db, run_id, include_rows=True) for run_id in (run_a, run_b))
+def compare_runs(db, run_a: int, run_b: int, spell: Spell | None = None) -> dict:
+    """``spell`` names the settings the runs' notices mention (see :func:`textclust.report.model.spelled`)."""
+    a, b = (spelled_result(load_run(db, run_id, include_rows=True), spell) for run_id in (run_a, run_b))
     for result in (a, b):
         if result.status not in FINISHED:
             raise TextclustError(f"run {result.run_id} is {result.status}; only complete (or budget-stopped) runs can be compared")

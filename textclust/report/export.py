@@ -9,12 +9,14 @@ from pathlib import Path
 from ..errors import TextclustError
 from ..results import FINISHED, ROW_COLUMNS, RunResult
 from .markdown import md_cell, report_markdown
-from .model import ReportOptions, report_from_result
+from .model import ReportOptions, Spell, report_from_result, spelled_result
 
 EXPORT_FORMATS = ("csv", "json", "md")
 
 
-def export_run(result: RunResult, fmt: str, path: str | Path) -> None:
+def export_run(result: RunResult, fmt: str, path: str | Path, spell: Spell | None = None) -> None:
+    """Write ``result`` as ``fmt``; ``spell`` names the settings its notices mention
+    (see :func:`textclust.report.model.spelled`)."""
     if result.status not in FINISHED:
         raise TextclustError(f"run {result.run_id} is {result.status}; only complete (or budget-stopped) runs can be exported")
     path = Path(path)
@@ -23,25 +25,26 @@ def export_run(result: RunResult, fmt: str, path: str | Path) -> None:
     writer = {"csv": _write_csv, "json": _write_json, "md": _write_markdown}.get(fmt)
     if writer is None:
         raise TextclustError(f"unknown format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
+    result = spelled_result(result, spell)
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer(result, handle)
+        writer(result, handle, spell)
 
 
-def _write_csv(result: RunResult, handle) -> None:
+def _write_csv(result: RunResult, handle, spell=None) -> None:
     writer = csv.DictWriter(handle, fieldnames=ROW_COLUMNS)
     writer.writeheader()
     for row in result.rows:
         writer.writerow({k: "" if row[k] is None else row[k] for k in ROW_COLUMNS})
 
 
-def _write_json(result: RunResult, handle) -> None:
+def _write_json(result: RunResult, handle, spell=None) -> None:
     json.dump(result.to_dict(), handle, ensure_ascii=False, indent=2, default=str)
     handle.write("\n")
 
 
-def _write_markdown(result: RunResult, handle) -> None:
+def _write_markdown(result: RunResult, handle, spell=None) -> None:
     """The report's Markdown (same summary as `textclust report --format md`), then every row."""
-    lines = [report_markdown(report_from_result(result, ReportOptions())).rstrip("\n")]
+    lines = [report_markdown(report_from_result(result, ReportOptions(spell=spell))).rstrip("\n")]
     lines += ["", "## Texts", "", "| row | id | text | explanation | score |", "|---|---|---|---|---|"]
     for r in result.rows:
         name = r["explanation_name"] or f"_{r['status']}_"

@@ -47,11 +47,11 @@ def report_markdown(r: dict) -> str:
         lines.append(f"| {md_cell(key)} | {md_cell(value)} |")
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in r["timings"].items())
     lines.append(f"| time | {r['total_seconds']:.1f} s ({timing}) |")
-    if r["llm"]:
-        llm = r["llm"]
-        cost = "unknown" if llm.get("cost_usd") is None else f"${llm['cost_usd']:.4f}"
-        lines.append(f"| LLM calls, tokens, cost | {llm.get('calls')} calls, {llm.get('prompt_tokens')} in / "
-                     f"{llm.get('completion_tokens')} out, {cost} |")
+    usage = r["llm"]  # ModelUsage or None
+    if usage:
+        cost = "unknown" if usage.cost_usd is None else f"${usage.cost_usd:.4f}"
+        lines.append(f"| LLM calls, tokens, cost | {usage.calls} calls, {usage.prompt_tokens} in / "
+                     f"{usage.completion_tokens} out, {cost} |")
     else:
         lines.append(f"| LLM calls, tokens, cost | {r['llm_note']} |")
     lines.append(f"| run | {r['run_id']}, {r['status']}, created {r['created_at']} |")
@@ -85,7 +85,7 @@ def report_markdown(r: dict) -> str:
         lines += [f"| {_text(t['text'])} | {md_cell(t['primary'])} | {md_cell(', '.join(t['also']))} |"
                   for t in ov["texts"]]
     elif ov["n_texts"]:
-        lines.append("_Not listed (--max-listed 0)._")
+        lines.append(r["not_listed"])
     else:
         lines.append("No text matches more than one selected explanation.")
 
@@ -95,7 +95,7 @@ def report_markdown(r: dict) -> str:
         section = r[key]
         lines += ["", f"## {title}: {section['n_rows']:,} rows ({section['n_texts']:,} distinct texts)", ""]
         if not section["texts"]:
-            lines.append("_Not listed (--max-listed 0)._" if section["n_texts"] else empty)
+            lines.append(r["not_listed"] if section["n_texts"] else empty)
             continue
         lines += _shown(len(section["texts"]), section["n_texts"])
         for t in section["texts"]:

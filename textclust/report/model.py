@@ -5,17 +5,23 @@ and adds what the run summary leaves out: more representative texts per
 explanation, the texts matched by two or more explanations, the uncovered and
 unclustered texts, and a 2-D map of the texts (from the cached embeddings).
 The HTML, Markdown and JSON reports all render this one structure, so they
-always show the same content.
+always show the same content. It holds the run's typed model usage
+(:class:`~textclust.stats.ModelUsage`, key ``llm``) and the run result itself;
+:func:`report_json` turns those into JSON data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
-from ..errors import TextclustError
+from ..config import RunConfig, model_identity
+from ..errors import TextclustError, register_settings, render_settings
 from ..results import FINISHED, RunResult, load_run
+
+register_settings(("max_points", "max_listed"))
 
 REPRESENTATIVE_TEXTS = 5  # per explanation
 MAX_LISTED = 200  # longest list of texts (overlaps, uncovered, unclustered) written into a report
@@ -24,6 +30,17 @@ HOVER_CHARS = 300  # text shown on hover in the map is clipped to this many char
 MAP_REDUCTIONS = ("umap", "pca")
 UNCOVERED = "uncovered"
 NO_LLM = "no language model configured"
+# The run's settings as every report lists them: by flat name, in the order and under the names
+# they had while runs stored them flat (the user's candidates as "seeds", the model's identity as
+# "llm"); a setting added since is listed after these.
+SETTINGS_ORDER = ("k", "clusterer", "reduction", "n_components", "min_cluster_size", "min_samples",
+                  "max_cluster_share", "embedding_model", "rounds", "min_share", "lambda_miss", "lambda_overlap",
+                  "random_state", "seeds", "only_candidates", "llm", "examples", "depth", "n_samples",
+                  "n_explanations", "batch_size", "prefilter", "escalations", "merge_threshold",
+                  "max_candidate_share", "max_chars")
+SETTINGS_SHOWN_AS = {"candidates": "seeds"}
+
+Spell = Callable[[str], str]  # a setting's name -> how the reader knows it (the command line: its flag)
 
 
 @dataclass
@@ -33,14 +50,15 @@ class ReportOptions:
     max_listed: int = MAX_LISTED
     representative: int = REPRESENTATIVE_TEXTS
     seed: int = 0
+    spell: Spell | None = None  # how the run's stored texts name settings (see spelled); None: by name
 
     def validate(self) -> None:
         if self.reduction not in MAP_REDUCTIONS:
             raise TextclustError(f"unknown map reduction '{self.reduction}'; choose {' or '.join(MAP_REDUCTIONS)}")
         if self.max_points < 10:
-            raise TextclustError(f"--max-points must be at least 10 (got {self.max_points})")
+            raise TextclustError(f"{{max_points}} must be at least 10 (got {self.max_points})")
         if self.max_listed < 0:
-            raise TextclustError(f"--max-listed must not be negative (got {self.max_listed})")
+            raise TextclustError(f"{{max_listed}} must not be negative (got {self.max_listed})")
 
 
 def build_report(db, run_id: int, options: ReportOptions | None = None, with_map: bool = True) -> dict:
@@ -58,32 +76,54 @@ def report_from_result(result: RunResult, options: ReportOptions) -> dict:
     if result.status not in FINISHED:
         detail = f": {result.error}" if result.error else ""
         raise TextclustError(f"run {result.run_id} is {result.status}{detail}; only complete (or budget-stopped) runs have a report")
+    result = spelled_result(result, options.spell)
     report = _summary(result)
     report["explanations"] = _explanations(result, options)
     report["overlaps"] = _overlaps(result, options)
     report["uncovered"] = _listing(result, options, lambda r: r["status"] == "uncovered")
     report["unclustered"] = _listing(result, options, lambda r: r["status"] != "empty" and r["cluster"] == -1)
-    # A tree of explanations ([{"name", "size", "children": [...]}, ...]) once a stage records one; none does yet.
-    report["hierarchy"] = result.stats.get("hierarchy") or None
+    # The tree of sub-explanations ([{"name", "size", "children": [...]}, ...]) of a --depth 2 run.
+    report["hierarchy"] = result.stats.hierarchy or None
     report["map"] = None
     report["result"] = result
+    report["not_listed"] = spelled("_Not listed ({max_listed} 0)._", options.spell)  # Markdown's wording
     return report
 
 
 def report_json(report: dict) -> dict:
     """The report as JSON-ready data: everything shown plus the full run result (every input row)."""
-    data = {k: v for k, v in report.items() if k != "result"}
+    data = {k: v for k, v in report.items() if k not in ("result", "not_listed")}
+    data["llm"] = report["llm"].to_dict() if report["llm"] else None  # the model usage as stored
     data["run_result"] = report["result"].to_dict(include_rows=True)
     return data
+
+
+def spelled(text: str | None, spell: Spell | None = None) -> str | None:
+    """Library text that names settings as ``{name}`` (a stored notice, stop reason or error),
+    each setting spelled by ``spell`` (the command line: its flag), by default as its name."""
+    return None if text is None else render_settings(text, spell or _by_name)
+
+
+def _by_name(name: str) -> str:
+    return name
+
+
+def spelled_result(result: RunResult, spell: Spell | None = None) -> RunResult:
+    """A copy of ``result`` whose stored texts name settings as the reader knows them (see
+    :func:`spelled`); every report, summary and export shows this copy."""
+    stats = result.stats
+    stats = replace(stats, notice=spelled(stats.notice, spell), goal_notice=spelled(stats.goal_notice, spell),
+                    stop_reason=spelled(stats.stop_reason, spell), notes=[spelled(n, spell) for n in stats.notes])
+    return replace(result, stats=stats, error=spelled(result.error, spell))
 
 
 # --- sections ----------------------------------------------------------------------------
 
 
 def _summary(result: RunResult) -> dict:
-    stats, corpus = result.stats, result.corpus
+    stats, corpus, config = result.stats, result.corpus, result.config
     non_empty = corpus["n_rows"] - corpus["n_empty"]
-    llm = stats.get("llm")  # {"model", "calls", "prompt_tokens", "completion_tokens", "cost_usd"} once an LLM exists
+    usage = stats.model  # ModelUsage, or None without a language model
     return {
         "run_id": result.run_id,
         "goal": result.goal,
@@ -92,35 +132,44 @@ def _summary(result: RunResult) -> dict:
         "notice": result.notice,
         "explainer": result.explainer,
         "corpus": dict(corpus),
-        "settings": dict(result.settings or {}),
+        "settings": settings_shown(config),
         "models": {
-            "embedding model": (result.settings or {}).get("embedding_model"),
+            "embedding model": config.embedding.model,
             "explainer": result.explainer,
-            "language model": (llm or {}).get("model") or NO_LLM,
+            "language model": (usage.model if usage else None) or NO_LLM,
         },
         "versions": dict(result.versions or {}),
         "timings": {k: float(v) for k, v in (result.timings or {}).items()},
         "total_seconds": float(sum((result.timings or {}).values())),
-        "llm": llm or None,
-        "llm_note": None if llm else NO_LLM,
+        "llm": usage,  # report_json writes it as stored
+        "llm_note": None if usage else NO_LLM,
         "counts": {
             "rows": corpus["n_rows"],
             "texts": corpus["n_texts"],
             "empty": corpus["n_empty"],
             "duplicate_rows": corpus["n_duplicate_rows"],
             "non_empty": non_empty,
-            "covered": non_empty - stats.get("n_uncovered", 0),
-            "uncovered": stats.get("n_uncovered", 0),
-            "multi": stats.get("n_multi", 0),
-            "unclustered": stats.get("n_unclustered", 0),
-            "coverage": float(stats.get("coverage", 0.0)),
-            "selected": stats.get("n_selected", len(result.clusters)),
-            "candidates": stats.get("n_candidates"),
-            "clusters": stats.get("n_clusters"),
-            "rounds": stats.get("rounds_used"),
+            "covered": non_empty - stats.n_uncovered,
+            "uncovered": stats.n_uncovered,
+            "multi": stats.n_multi,
+            "unclustered": stats.n_unclustered,
+            "coverage": float(stats.coverage),
+            "selected": stats.n_selected or len(result.clusters),
+            "candidates": stats.n_candidates,
+            "clusters": stats.n_clusters,
+            "rounds": stats.rounds_used,
         },
-        "clusterer": stats.get("clusterer") or _algorithm(result.settings),
+        # Runs stored before stats recorded the clusterer: the one their settings chose.
+        "clusterer": stats.clusterer or config.algorithm,
     }
+
+
+def settings_shown(config: RunConfig) -> dict:
+    """The run's settings as reports list them (see :data:`SETTINGS_ORDER`)."""
+    shown = {SETTINGS_SHOWN_AS.get(name, name): value for name, value in config.flat().items()}
+    shown["llm"] = model_identity(config.model) if config.model is not None else None
+    position = {name: i for i, name in enumerate(SETTINGS_ORDER)}
+    return dict(sorted(shown.items(), key=lambda item: position.get(item[0], len(position))))
 
 
 def _distinct(rows: list[dict]) -> list[dict]:
@@ -170,7 +219,7 @@ def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
 def _overlaps(result: RunResult, options: ReportOptions) -> dict:
     rows = _distinct([r for r in result.rows if r["also_matches"]])
     return {
-        "n_rows": result.stats.get("n_multi", sum(r["n_rows"] for r in rows)),
+        "n_rows": result.stats.n_multi,
         "n_texts": len(rows),
         "texts": [
             {"text": r["text"], "primary": r["explanation_name"], "also": r["also_matches"].split("; "),
@@ -204,7 +253,7 @@ def map_points(db, result: RunResult, options: ReportOptions) -> dict:
         rng = np.random.default_rng(options.seed)
         keep = np.sort(rng.choice(n_total, size=options.max_points, replace=False))
         texts = [texts[i] for i in keep]
-    model = (result.settings or {}).get("embedding_model")
+    model = result.config.embedding.model
     vectors = db.cached_embeddings(model, [t["text_id"] for t in texts]) if model else {}
     present = [t for t in texts if t["text_id"] in vectors]
     base = {"n_total": n_total, "sampled": sampled, "reduction": options.reduction, "embedding_model": model}
@@ -250,11 +299,3 @@ def _reduce(X: np.ndarray, options: ReportOptions) -> tuple[np.ndarray, str]:
 
 def _clip(text: str, limit: int = HOVER_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _algorithm(settings: dict) -> str:
-    """The clustering algorithm of a run stored before stats recorded it."""
-    chosen = settings.get("clusterer", "auto")
-    if chosen != "auto":
-        return chosen
-    return "kmeans" if settings.get("k") else "hdbscan"

@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..results import FINISHED, RunResult
+from ..stats import ModelUsage
+from .model import Spell, spelled, spelled_result
 
 EXAMPLE_CHARS = 90
 
@@ -18,8 +20,11 @@ def _clip(text: str, limit: int = EXAMPLE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def print_summary(result: RunResult, console: Console | None = None) -> None:
+def print_summary(result: RunResult, console: Console | None = None, spell: Spell | None = None) -> None:
+    """The run's explanations and counts; ``spell`` names the settings its notices mention
+    (see :func:`textclust.report.model.spelled`)."""
     console = console or _console()
+    result = spelled_result(result, spell)
     stats, corpus = result.stats, result.corpus
     console.print(f"[bold]Run {result.run_id}[/bold] · {_escape(corpus['name'])} · status {result.status}")
     console.print(f"Goal: {result.goal}", markup=False)
@@ -33,8 +38,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     )
     if result.notice:
         console.print(f"[yellow]Note:[/yellow] {result.notice}")
-    if result.stats.get("goal_notice"):
-        console.print(f"Goal not served offline: {result.stats['goal_notice']}", markup=False)
+    if stats.goal_notice:
+        console.print(f"Goal not served offline: {stats.goal_notice}", markup=False)
     table = Table(show_lines=True, title="Explanations")
     table.add_column("#", justify="right")
     table.add_column("explanation")
@@ -47,43 +52,41 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         table.add_row(str(i), f"[bold]{_escape(c.name)}[/bold]\n{_escape(c.explanation)}{quotes}", str(c.size),
                       f"{c.share:.1%}", _escape(examples))
     console.print(table)
-    if stats.get("hierarchy"):
-        _print_hierarchy(console, stats["hierarchy"])
+    if stats.hierarchy:
+        _print_hierarchy(console, stats.hierarchy, spell)
     non_empty = corpus["n_rows"] - corpus["n_empty"]
     console.print(
-        f"Covered {non_empty - stats['n_uncovered']} of {non_empty} texts ({stats['coverage']:.1%}); "
-        f"uncovered (fit no explanation): {stats['n_uncovered']}; "
-        f"in more than one explanation: {stats['n_multi']}"
-        + ("" if stats.get("clusterer") == "none"
-           else f"; left as noise by {stats.get('clusterer', 'the')} clustering: {stats['n_unclustered']}")
-        + (f"; unparsed (the model's answer could not be used): {stats['n_unparsed']}"
-           if stats.get("n_unparsed") else "")
+        f"Covered {non_empty - stats.n_uncovered} of {non_empty} texts ({stats.coverage:.1%}); "
+        f"uncovered (fit no explanation): {stats.n_uncovered}; "
+        f"in more than one explanation: {stats.n_multi}"
+        + ("" if stats.clusterer == "none"
+           else f"; left as noise by {stats.clusterer or 'the'} clustering: {stats.n_unclustered}")
+        + (f"; unparsed (the model's answer could not be used): {stats.n_unparsed}" if stats.n_unparsed else "")
     )
-    if stats.get("llm"):
-        console.print(llm_usage_line(stats["llm"]), markup=False)
+    if stats.model:
+        console.print(llm_usage_line(stats.model), markup=False)
     console.print(
-        f"{stats['n_selected']} explanations selected from {stats['n_candidates']} candidates in "
-        f"{stats['rounds_used']} round(s); embeddings {stats['embeddings_computed']} computed, "
-        f"{stats['embeddings_cached']} cached; time "
+        f"{stats.n_selected} explanations selected from {stats.n_candidates} candidates in "
+        f"{stats.rounds_used} round(s); embeddings {stats.embeddings_computed} computed, "
+        f"{stats.embeddings_cached} cached; time "
         + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     )
 
 
-def llm_usage_line(llm: dict) -> str:
+def llm_usage_line(usage: ModelUsage) -> str:
     """One line: which model, how many calls (by stage), tokens and cost."""
-    stages = llm.get("calls_by_stage") or {}
-    by_stage = ", ".join(f"{n} {stage}" for stage, n in stages.items() if n)
-    cost = "cost unknown (no prices configured)" if llm.get("cost_usd") is None else f"${llm['cost_usd']:.4f}"
-    return (f"Language model {llm.get('model')} at {llm.get('server')}: {llm.get('calls', 0)} calls sent"
+    by_stage = ", ".join(f"{n} {stage}" for stage, n in usage.calls_by_stage.items() if n)
+    cost = "cost unknown (no prices configured)" if usage.cost_usd is None else f"${usage.cost_usd:.4f}"
+    return (f"Language model {usage.model} at {usage.server}: {usage.calls} calls sent"
             + (f" ({by_stage} requests incl. cached)" if by_stage else "")
-            + f", {llm.get('cached_calls', 0)} answered from the cache, {llm.get('failed_calls', 0)} failed; "
-            f"{llm.get('prompt_tokens', 0)} prompt + {llm.get('completion_tokens', 0)} completion tokens; {cost}")
+            + f", {usage.cached_calls} answered from the cache, {usage.failed_calls} failed; "
+            f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens; {cost}")
 
 
-def _print_hierarchy(console: Console, tree: list[dict]) -> None:
+def _print_hierarchy(console: Console, tree: list[dict], spell: Spell | None = None) -> None:
     from rich.tree import Tree
 
-    root = Tree("Sub-explanations (--depth 2)")
+    root = Tree(spelled("Sub-explanations ({depth} 2)", spell))
     for node in tree:
         branch = root.add(f"{_escape(node['name'])} ({node['size']})")
         for child in node.get("children") or []:

@@ -1,5 +1,12 @@
-"""Stage 7 — store: SQLite through SQLAlchemy; the record of every corpus, run and result."""
+"""Stage 7 — store: SQLite through SQLAlchemy; the record of every corpus, run and result.
 
-from .database import Database
+Every query of textclust is here, behind :class:`Database` (the SQLite implementation of
+:class:`textclust.interfaces.RunStore`). The store imports no stage: only the bottom
+layer (``corpus``, ``interfaces``, ``config``, ``stats``, ``errors``).
+"""
 
-__all__ = ["Database"]
+from .database import Database, settings_key
+from .records import StoredRun
+from .schema import FINISHED
+
+__all__ = ["FINISHED", "Database", "StoredRun", "settings_key"]

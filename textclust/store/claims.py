@@ -1,8 +1,9 @@
 """Which process is working on a run.
 
-A run being worked on has status 'running' and records the process's id and host in its
-stats. A 'running' run whose process is gone was interrupted (killed, crashed machine):
-re-running the same command resumes it, and `textclust doctor` reports it as stuck.
+A run being worked on has status 'running' and records the process's id and host in
+``runs.claimed_by`` (schema version 4; before, in ``runs.stats``). A 'running' run whose
+process is gone was interrupted (killed, crashed machine): re-running the same command
+resumes it, and `textclust doctor` reports it as stuck.
 """
 
 from __future__ import annotations
@@ -11,19 +12,26 @@ import os
 import socket
 
 
+def this_process() -> dict:
+    """The claim of the current process: ``{"pid", "host"}``."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
 def claim(run) -> None:
-    """Mark ``run`` (a ``runs`` row) as being worked on by this process."""
+    """Mark ``run`` (a ``runs`` row) as being worked on by this process. Its stats of an
+    earlier attempt are cleared: the new attempt writes its own."""
     run.status, run.error, run.finished_at = "running", None, None
-    run.stats = {"pid": os.getpid(), "host": socket.gethostname()}
+    run.stats = {}
+    run.claimed_by = this_process()
 
 
-def process_alive(stats: dict | None) -> bool:
-    """Is the process recorded in a run's stats still working on it?"""
-    stats = stats or {}
-    pid = stats.get("pid")
+def process_alive(claimed_by: dict | None) -> bool:
+    """Is the process recorded in a run's claim (``{"pid", "host"}``) still working on it?"""
+    claimed_by = claimed_by if isinstance(claimed_by, dict) else {}
+    pid = claimed_by.get("pid")
     if not pid:
         return False  # never claimed by a process: an interrupted run
-    if stats.get("host") != socket.gethostname():
+    if claimed_by.get("host") != socket.gethostname():
         return True  # another machine's process: cannot check, so leave its run alone
     try:
         os.kill(int(pid), 0)

@@ -1,7 +1,11 @@
-"""Opening the database and reading/writing its records.
+"""Opening the database and reading/writing its records: the SQLite implementation of
+:class:`textclust.interfaces.RunStore`.
 
-Writes that belong together happen in one transaction (``with db.transaction() as s``),
-so a failure part-way leaves what was stored before untouched.
+Every query of the package lives in this package, behind the methods of
+:class:`Database`; the rest of textclust calls the methods and never sees a session.
+Writes that belong together happen in one transaction (``with self.transaction() as s``),
+so a failure part-way leaves what was stored before untouched. What is SQLite's own
+(WAL, ``BEGIN IMMEDIATE``, the bound-variable limit, PRAGMAs) is in :mod:`.sqlite`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,34 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import NotFoundError, TextclustError
-from ..ingest import Corpus
-from . import migrations
-from .schema import SCHEMA_VERSION, CorpusRow, Embedding, InputRow, Run, TextRow, utcnow
+from ..corpus import Corpus
+from ..errors import NotFoundError, SettingsError, TextclustError, register_settings
+from ..interfaces import ExplainResult
+from ..stats import RunStats
+from . import migrations, sqlite, write
+from .claims import claim, process_alive
+from .records import CAPABILITY_MARK, StoredRun, capability_key
+from .schema import (
+    FINISHED,
+    SCHEMA_VERSION,
+    Assignment,
+    CorpusRow,
+    Embedding,
+    Explanation,
+    InputRow,
+    LLMCall,
+    LLMResponse,
+    Run,
+    TextResult,
+    TextRow,
+    utcnow,
+)
+
+register_settings(("db",))  # messages name the database setting as {db}
 
 BUSY_TIMEOUT_SECONDS = 30.0
 TIMEOUT_ENV = "TEXTCLUST_DB_TIMEOUT"  # seconds to wait for a database another process is writing
@@ -49,31 +73,34 @@ class Database:
     writer. A transaction that reads before it writes (check-then-insert, e.g. "is
     this corpus stored yet?") uses ``transaction(immediate=True)``, which takes the
     write lock first so that another process cannot change what it read.
+
+    Rows handed out (:meth:`get_run`, :meth:`list_runs`, :meth:`calls_for_run`,
+    :meth:`read_run`) are detached: read them, never change them.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
-            raise TextclustError(f"--db {self.path}: is a directory")
+            raise TextclustError(f"{{db}} {self.path}: is a directory")
         if not self.path.parent.exists():
-            raise TextclustError(f"--db {self.path}: folder {self.path.parent} does not exist")
+            raise TextclustError(f"{{db}} {self.path}: folder {self.path.parent} does not exist")
         self.timeout = busy_timeout()
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": self.timeout})
-        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = create_engine(sqlite.url(self.path), connect_args={"timeout": self.timeout})
+        event.listen(self.engine, "connect", sqlite.set_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
             self._open()
         except OperationalError as err:
             self.engine.dispose()
-            if _is_locked(err):
+            if sqlite.is_locked(err):
                 raise self._locked_error() from None
-            raise TextclustError(f"--db {self.path}: not a usable SQLite database ({_short(err)})") from None
+            raise TextclustError(f"{{db}} {self.path}: not a usable SQLite database ({_short(err)})") from None
         except DatabaseError as err:
             self.engine.dispose()
-            raise TextclustError(f"--db {self.path}: not a usable SQLite database ({_short(err)})") from None
+            raise TextclustError(f"{{db}} {self.path}: not a usable SQLite database ({_short(err)})") from None
         except TextclustError as err:
             self.engine.dispose()
-            raise TextclustError(f"--db {self.path}: {err}") from None
+            raise TextclustError(f"{{db}} {self.path}: {err.template}") from None
 
     def _open(self) -> None:
         """Check the schema version (a read); create or migrate under the write lock only when needed."""
@@ -83,28 +110,28 @@ class Database:
             if found is None:
                 # An empty file is ours: WAL first (it cannot change inside a transaction);
                 # WAL lets readers work while a run writes, and persists in the file.
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                sqlite.enable_wal(conn)
             if found is None or found < SCHEMA_VERSION:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")  # another process may be creating it right now
+                sqlite.begin_immediate(conn)  # another process may be creating it right now
                 migrations.migrate(conn)
                 conn.commit()
             elif found == SCHEMA_VERSION:
-                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-                if str(mode).lower() != "wal":
+                if sqlite.journal_mode(conn) != "wal":
                     # Only now that the file is known to be ours.
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    sqlite.enable_wal(conn)
             else:
                 migrations.migrate(conn)  # raises: newer than this textclust
 
     def _locked_error(self) -> TextclustError:
         return TextclustError(
-            f"--db {self.path}: database is locked by another program (waited {self.timeout:g}s; "
+            f"{{db}} {self.path}: database is locked by another program (waited {self.timeout:g}s; "
             f"set {TIMEOUT_ENV} to wait longer)"
         )
 
     @contextmanager
     def transaction(self, immediate: bool = False) -> Iterator[Session]:
-        """A session whose work is committed together, or rolled back on any error.
+        """A session whose work is committed together, or rolled back on any error (for the
+        store's own use).
 
         ``immediate=True`` takes the write lock at the start (BEGIN IMMEDIATE): what the
         transaction reads cannot be changed by another process before it commits. Without
@@ -113,12 +140,12 @@ class Database:
         with self._sessions() as session:
             try:
                 if immediate:
-                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                    sqlite.begin_immediate(session.connection())
                 yield session
                 session.commit()
             except OperationalError as err:
                 session.rollback()
-                if _is_locked(err):
+                if sqlite.is_locked(err):
                     raise self._locked_error() from None
                 raise
             except BaseException:
@@ -132,7 +159,7 @@ class Database:
             try:
                 yield session
             except OperationalError as err:
-                if _is_locked(err):
+                if sqlite.is_locked(err):
                     raise self._locked_error() from None
                 raise
 
@@ -149,10 +176,10 @@ class Database:
                 return existing
             known = set()
             ids = corpus.text_ids
-            for chunk in _chunks(ids, 900):
+            for chunk in sqlite.chunks(ids):
                 known.update(s.scalars(select(TextRow.id).where(TextRow.id.in_(chunk))))
             new_ids = [t for t in ids if t not in known]
-            for chunk in _chunks(new_ids, _INSERT_CHUNK):  # bounded memory for large corpora
+            for chunk in sqlite.chunks(new_ids, sqlite.INSERT_CHUNK):  # bounded memory for large corpora
                 s.execute(
                     TextRow.__table__.insert(),
                     [{"id": t, "text": corpus.texts[t], "n_chars": len(corpus.texts[t])} for t in chunk],
@@ -171,8 +198,8 @@ class Database:
             )
             s.add(row)
             s.flush()
-            for start in range(0, corpus.n_rows, _INSERT_CHUNK):
-                stop = start + _INSERT_CHUNK
+            for start in range(0, corpus.n_rows, sqlite.INSERT_CHUNK):
+                stop = start + sqlite.INSERT_CHUNK
                 s.execute(
                     InputRow.__table__.insert(),
                     [
@@ -184,12 +211,33 @@ class Database:
                 )
             return row.id
 
+    def load_corpus(self, corpus_id: int) -> Corpus:
+        """The stored corpus, as :func:`textclust.ingest.read_corpus` built it (rows in file
+        order, texts in first-seen order)."""
+        with self._reading() as s:
+            row = s.get(CorpusRow, corpus_id)
+            if row is None:
+                raise NotFoundError(f"no corpus with id {corpus_id} in {self.path}")
+            inputs = s.execute(select(InputRow.row_key, InputRow.text_id).where(InputRow.corpus_id == corpus_id)
+                               .order_by(InputRow.row_index)).all()
+            ids = sorted({t for _, t in inputs if t is not None})
+            texts = {}
+            for chunk in sqlite.chunks(ids):
+                texts.update(s.execute(select(TextRow.id, TextRow.text).where(TextRow.id.in_(chunk))).all())
+        ordered: dict[str, str] = {}
+        for _, text_id in inputs:  # first-seen order, as ingest keeps it
+            if text_id is not None and text_id not in ordered:
+                ordered[text_id] = texts[text_id]
+        return Corpus(name=row.name, source=row.source, format=row.format, text_column=row.text_column,
+                      id_column=row.id_column, row_keys=[k for k, _ in inputs], row_text_ids=[t for _, t in inputs],
+                      texts=ordered)
+
     # --- embeddings ---------------------------------------------------------------
 
     def cached_embeddings(self, model: str, text_ids: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         with self._reading() as s:
-            for chunk in _chunks(text_ids, 900):
+            for chunk in sqlite.chunks(text_ids):
                 rows = s.execute(
                     select(Embedding.text_id, Embedding.vector).where(
                         Embedding.model == model, Embedding.text_id.in_(chunk)
@@ -209,7 +257,7 @@ class Database:
         found = np.zeros(len(text_ids), dtype=bool)
         matrix = None
         with self._reading() as s:
-            for chunk in _chunks(text_ids, 900):
+            for chunk in sqlite.chunks(text_ids):
                 rows = s.execute(
                     select(Embedding.text_id, Embedding.vector).where(
                         Embedding.model == model, Embedding.text_id.in_(chunk)
@@ -239,22 +287,45 @@ class Database:
 
     # --- runs ---------------------------------------------------------------------------
 
-    def start_run(self, corpus_id: int, goal: str, explainer: str, settings: dict, versions: dict) -> int:
+    def start_run(self, corpus_id: int, goal: str, explainer: str, settings: dict, settings_key: str,
+                  versions: dict) -> int:
+        """A new run (status 'running'), claimed by this process from its first moment; its id.
+        ``settings`` is what is stored (``RunConfig.to_dict()``); ``settings_key`` what finds
+        the run again (see :func:`settings_key`)."""
         with self.transaction() as s:
-            run = Run(
-                corpus_id=corpus_id,
-                goal=goal,
-                status="running",
-                explainer=explainer,
-                settings=settings,
-                settings_key=settings_key(corpus_id, goal, settings),
-                versions=versions,
-                timings={},
-                stats={},
-            )
+            run = Run(corpus_id=corpus_id, goal=goal, status="running", explainer=explainer, settings=settings,
+                      settings_key=settings_key, versions=versions, timings={}, stats={})
+            claim(run)
             s.add(run)
             s.flush()
             return run.id
+
+    def claim_unfinished_run(self, settings_key: str) -> int | None:
+        """Find and claim (in one transaction, so two processes cannot both take it) the newest
+        run with this key that did not finish and that no live process is working on:
+        'running' by a dead process (killed), 'failed', or 'incomplete' (budget). None when
+        there is none, or when a complete run is newer than any unfinished one."""
+        with self.transaction(immediate=True) as s:  # write lock first: find and claim atomically
+            runs = s.scalars(select(Run).where(Run.settings_key == settings_key).order_by(Run.id.desc())).all()
+            for run in runs:
+                if run.status == "complete":
+                    return None  # a finished run is newer than any unfinished one: start afresh
+                if run.status in ("failed", "incomplete") or (
+                        run.status == "running" and not process_alive(run.claimed_by)):
+                    claim(run)
+                    return run.id
+        return None
+
+    def claim_run(self, run_id: int, takeover: bool = False) -> None:
+        """Mark the run as being worked on by this process (so another one won't resume it).
+        With ``takeover``, a run a live process is working on is refused (SettingsError)."""
+        with self.transaction(immediate=True) as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id} in {self.path}")
+            if takeover and run.status == "running" and process_alive(run.claimed_by):
+                raise SettingsError(f"run {run_id} is being worked on by process {(run.claimed_by or {}).get('pid')}")
+            claim(run)
 
     def fail_run(self, run_id: int, error: str) -> None:
         with self.transaction() as s:
@@ -264,13 +335,25 @@ class Database:
                 run.error = error
                 run.finished_at = utcnow()
 
+    def write_result(self, run_id: int, *, text_ids: list[str], labels: np.ndarray, weights: np.ndarray,
+                     result: ExplainResult, k: int | None, stats: RunStats, timings: dict,
+                     status: str = "complete", goal_similarity: np.ndarray | None = None,
+                     error: str | None = None) -> None:
+        """Store a run's result (every row of it) with its final status, stats and timings, in
+        one transaction that first removes any result rows the run had (see :mod:`.write`)."""
+        write.write_result(self, run_id, text_ids=text_ids, labels=labels, weights=weights, result=result, k=k,
+                           stats=stats, timings=timings, status=status, goal_similarity=goal_similarity,
+                           error=error)
+
     def find_complete_run(self, corpus_id: int, goal: str, settings: dict) -> int | None:
-        """The newest complete run with exactly these inputs, for reuse (e.g. by ``eval``)."""
+        """The newest complete run with exactly these inputs, for reuse (e.g. by ``eval``);
+        ``settings`` as given to :func:`settings_key`."""
+        return self.find_complete_run_by_key(settings_key(corpus_id, goal, settings))
+
+    def find_complete_run_by_key(self, key: str) -> int | None:
         with self._reading() as s:
             return s.scalar(
-                select(Run.id)
-                .where(Run.settings_key == settings_key(corpus_id, goal, settings), Run.status == "complete")
-                .order_by(Run.id.desc())
+                select(Run.id).where(Run.settings_key == key, Run.status == "complete").order_by(Run.id.desc())
             )
 
     def get_run(self, run_id: int) -> Run:
@@ -284,30 +367,128 @@ class Database:
         with self._reading() as s:
             return [tuple(row) for row in s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id))]
 
+    def read_run(self, run_id: int) -> StoredRun:
+        """A run with its corpus and, when it finished (:data:`.schema.FINISHED`), everything its
+        result is assembled from (:class:`.records.StoredRun`); NotFoundError when absent."""
+        with self._reading() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id} in {self.path}")
+            corpus = s.get(CorpusRow, run.corpus_id)
+            stored = StoredRun(run=run, corpus=corpus)
+            if run.status not in FINISHED:
+                return stored
+            # Top-level explanations only; sub-explanations (depth 2) are in stats["hierarchy"].
+            stored.explanations = list(s.scalars(select(Explanation).where(Explanation.run_id == run_id,
+                                                                           Explanation.parent_id.is_(None))))
+            selected = [e.id for e in stored.explanations if e.selected]
+            stored.evidence = [tuple(row) for row in s.execute(
+                select(Assignment.explanation_id, Assignment.evidence)
+                .where(Assignment.run_id == run_id, Assignment.explanation_id.in_(selected),
+                       Assignment.evidence.is_not(None))
+                .order_by(Assignment.explanation_id, Assignment.text_id)
+            )]
+            stored.text_results = {r.text_id: r for r in s.scalars(select(TextResult).where(TextResult.run_id == run_id))}
+            stored.texts = dict(s.execute(
+                select(TextRow.id, TextRow.text).join(TextResult, TextResult.text_id == TextRow.id)
+                .where(TextResult.run_id == run_id)
+            ).all())
+            multi = {t for t, r in stored.text_results.items() if r.n_explanations > 1}
+            if multi:
+                rows = s.execute(select(Assignment.text_id, Assignment.explanation_id).where(Assignment.run_id == run_id))
+                stored.multi_matches = [(t, e) for t, e in rows if t in multi]
+            stored.input_rows = [tuple(row) for row in s.execute(
+                select(InputRow.row_index, InputRow.row_key, InputRow.text_id)
+                .where(InputRow.corpus_id == corpus.id).order_by(InputRow.row_index)
+            )]
+        return stored
+
+    # --- the language-model record: response cache and call log -----------------------------
+
+    def cached_response(self, key: str) -> dict | None:
+        """The cached answer to the request with this cache key: ``{"content", "prompt_tokens",
+        "completion_tokens", "finish_reason", "refusal"}``, or None."""
+        with self.transaction() as s:
+            row = s.get(LLMResponse, key)
+            if row is None or row.finish_reason == CAPABILITY_MARK:
+                return None
+            return {"content": row.response, "prompt_tokens": row.prompt_tokens,
+                    "completion_tokens": row.completion_tokens, "finish_reason": row.finish_reason,
+                    "refusal": row.refusal}
+
+    def structured_capability(self, server: str, model: str) -> str | None:
+        """The structured-output mode that worked with this server and model before, if recorded."""
+        with self.transaction() as s:
+            row = s.get(LLMResponse, capability_key(server, model))
+            return row.response if row is not None and row.finish_reason == CAPABILITY_MARK else None
+
+    def remember_structured_capability(self, server: str, model: str, mode: str) -> None:
+        with self.transaction(immediate=True) as s:  # read-then-write: lock first
+            key = capability_key(server, model)
+            row = s.get(LLMResponse, key)
+            if row is None:
+                s.add(LLMResponse(cache_key=key, server=server, model=model, response=mode,
+                                  finish_reason=CAPABILITY_MARK))
+            else:
+                row.response = mode
+
+    def log_call(self, call: dict, answer: dict | None = None) -> int:
+        """Write one call (``llm_calls`` columns) and, for a fresh answer, its cache entry
+        (``llm_responses`` columns but the key, which is the call's) in one transaction; the
+        call's id. The values are written as given: the caller scrubs secrets first."""
+        with self.transaction() as s:
+            row = LLMCall(**call)
+            s.add(row)
+            if answer is not None and s.get(LLMResponse, call["cache_key"]) is None:
+                s.add(LLMResponse(cache_key=call["cache_key"], **answer))
+            s.flush()
+            return row.id
+
+    def calls_for_run(self, run_id: int) -> list[LLMCall]:
+        """Every call of a run, in order."""
+        with self.transaction() as s:
+            return list(s.scalars(select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.id)))
+
+    def usage_for_run(self, run_id: int) -> dict:
+        """Counts and tokens of a run's calls, from the record (``cached`` rows cost nothing)."""
+        with self.transaction() as s:
+            rows = s.execute(
+                select(LLMCall.status, func.count(), func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
+                       func.coalesce(func.sum(LLMCall.completion_tokens), 0),
+                       func.coalesce(func.sum(LLMCall.retries), 0))
+                .where(LLMCall.run_id == run_id)
+                .group_by(LLMCall.status)
+            ).all()
+        by_status = {status: (n, p, c, r) for status, n, p, c, r in rows}
+        sent = [by_status.get(k, (0, 0, 0, 0)) for k in ("ok", "error")]
+        return {
+            "calls": sum(x[0] for x in sent),
+            "cached_calls": by_status.get("cached", (0,))[0],
+            "failed_calls": by_status.get("error", (0,))[0],
+            "prompt_tokens": sum(x[1] for x in sent),
+            "completion_tokens": sum(x[2] for x in sent),
+            "retries": sum(x[3] for x in sent),
+        }
+
+    def recorded_structured_mode(self, run_id: int) -> str | None:
+        """The structured-output mode of the run's last answered request, from its call record.
+
+        The mode shapes every request (its ``response_format``, and for ``json_object``/``none``
+        a format hint in the prompt), so it is part of each answer's cache key. It is not in the
+        run's settings (it may come from a config file, or from the client falling back when a
+        server refused a mode), so a resume that guessed it would miss the cache and pay for
+        every answer again.
+        """
+        with self._reading() as s:
+            return s.scalar(select(LLMCall.response_format)
+                            .where(LLMCall.run_id == run_id, LLMCall.response.is_not(None))
+                            .order_by(LLMCall.id.desc()).limit(1))
+
 
 def settings_key(corpus_id: int, goal: str, settings: dict) -> str:
+    """What finds a run again: a hash of its corpus, goal and result-changing settings."""
     payload = json.dumps({"corpus": corpus_id, "goal": goal, "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-_INSERT_CHUNK = 20_000
-
-
-def _is_locked(err: Exception) -> bool:
-    message = str(getattr(err, "orig", err)).lower()
-    return "database is locked" in message or "database table is locked" in message or "busy" in message
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _short(err: Exception) -> str:

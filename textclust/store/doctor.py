@@ -4,7 +4,8 @@ The checks only read (the file is opened read-only): SQLite's own
 ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check``, the schema version
 against this textclust's, the tables and columns the schema needs, and runs left
 in status ``running`` by a process that is gone (killed; a run records its process id
-and host, and a run whose process is alive is reported as in progress, not stuck). With
+and host in ``runs.claimed_by``, and a run whose process is alive is reported as in
+progress, not stuck). With
 ``fix=True`` the fixable problems are repaired: stuck runs are marked ``failed`` (error
 :data:`INTERRUPTED`) and an older schema is upgraded.
 """
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import TextclustError
+from ..errors import TextclustError, register_settings
 from .claims import process_alive
 from .database import Database, busy_timeout
 from .schema import SCHEMA_VERSION, Base
+
+register_settings(("db",))
 
 INTERRUPTED = "interrupted (found by doctor)"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -92,9 +95,9 @@ def check_database(path: str | Path, fix: bool = False) -> DoctorReport:
     """Check the database at ``path``; with ``fix``, repair what can be repaired."""
     path = Path(path)
     if not path.exists():
-        raise TextclustError(f"--db {path}: no such database")
+        raise TextclustError(f"{{db}} {path}: no such database")
     if path.is_dir():
-        raise TextclustError(f"--db {path}: is a directory")
+        raise TextclustError(f"{{db}} {path}: is a directory")
     report = DoctorReport(str(path))
     version = None
     size = path.stat().st_size
@@ -235,12 +238,16 @@ def _check_schema(con: sqlite3.Connection, report: DoctorReport) -> int | None:
 
 def _check_runs(con: sqlite3.Connection, report: DoctorReport) -> None:
     try:
-        running = con.execute("SELECT id, created_at, stats FROM runs WHERE status = 'running' ORDER BY id").fetchall()
+        columns = {r[1] for r in con.execute('PRAGMA table_info("runs")')}
+        # The claim (pid, host) is in runs.claimed_by from schema version 4, in runs.stats before.
+        claim = "claimed_by" if "claimed_by" in columns else "stats"
+        running = con.execute(
+            f"SELECT id, created_at, {claim} FROM runs WHERE status = 'running' ORDER BY id").fetchall()
     except sqlite3.DatabaseError as err:
         report.checks.append(Check("runs", False, f"cannot read the runs: {_one_line(err)}"))
         return
     # A run whose recorded process is still alive is in progress, not stuck.
-    stuck = [(run_id, created) for run_id, created, stats in running if not process_alive(_json(stats))]
+    stuck = [(run_id, created) for run_id, created, claimed_by in running if not process_alive(_json(claimed_by))]
     live = len(running) - len(stuck)
     in_progress = f"; {_plural(live, 'run')} in progress in a live process" if live else ""
     if not stuck:

@@ -6,18 +6,26 @@ an older version is brought forward by running ``UPGRADES[v]`` for each missing
 version ``v`` in order, inside one transaction. Version 1 is the first release;
 version 2 adds ``text_results.reason`` (why a text's explanation fits it); version 3
 adds the language-model record (``llm_calls``, the ``llm_responses`` cache) and
-``explanations.parent_id`` / ``explanations.goal_similarity`` / ``assignments.evidence``.
+``explanations.parent_id`` / ``explanations.goal_similarity`` / ``assignments.evidence``;
+version 4 stores each run's settings as the configuration tree
+(:meth:`textclust.config.RunConfig.to_dict`, upgraded from the flat settings of earlier
+versions) and moves the claim of the process working on a run (pid, host) from
+``runs.stats`` into its own column, ``runs.claimed_by``.
 
 The DDL of each step is frozen here, as it was at that version, rather than taken
 from the models: a later change to a model must not change what an old step does.
+(Step 4 rewrites data with :func:`textclust.config.upgrade_flat_settings`, the one reader
+of the old flat settings; that function must keep producing a tree later versions read.)
 """
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 from sqlalchemy import Connection, inspect, select, text
 
+from ..config import upgrade_flat_settings
 from ..errors import TextclustError
 from .schema import SCHEMA_VERSION, Base, SchemaMigration
 
@@ -88,9 +96,49 @@ def _add_llm_record(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+CLAIM_KEYS = ("pid", "host")  # what claims.claim wrote into runs.stats up to version 3
+
+
+def _settings_tree_and_claims(conn: Connection) -> None:
+    """Version 4: (a) every run's flat settings become the stored configuration tree
+    (``settings_key`` is left as it is: it still finds the run); (b) the claim (pid, host)
+    moves from ``runs.stats`` into the new column ``runs.claimed_by``."""
+    columns = {c["name"] for c in inspect(conn).get_columns("runs")}
+    if "claimed_by" not in columns:
+        conn.execute(text("ALTER TABLE runs ADD COLUMN claimed_by JSON"))
+    rows = conn.execute(text("SELECT id, settings, stats, claimed_by FROM runs ORDER BY id")).all()
+    for run_id, flat, stored_stats, claimed_by in rows:
+        flat, stored_stats, claimed_by = _loads(flat), _loads(stored_stats), _loads(claimed_by)
+        changes = {}
+        if isinstance(flat, dict) and "explaining" not in flat:  # the flat shape of versions 1-3
+            try:
+                changes["settings"] = upgrade_flat_settings(flat)
+            except (TextclustError, TypeError, ValueError, AttributeError) as err:
+                raise TextclustError(f"cannot upgrade the stored settings of run {run_id}: {err}") from None
+        if isinstance(stored_stats, dict) and any(key in stored_stats for key in CLAIM_KEYS):
+            claim = {key: stored_stats.get(key) for key in CLAIM_KEYS}
+            changes["stats"] = {k: v for k, v in stored_stats.items() if k not in CLAIM_KEYS}
+            if claimed_by is None:
+                changes["claimed_by"] = claim
+        if changes:
+            assignments = ", ".join(f"{column} = :{column}" for column in changes)
+            conn.execute(text(f"UPDATE runs SET {assignments} WHERE id = :id"),
+                         {"id": run_id, **{column: json.dumps(value) for column, value in changes.items()}})
+
+
+def _loads(value):
+    if isinstance(value, (str, bytes)):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
 UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("text_results.reason", _add_reason),
     3: ("llm_calls, llm_responses; explanations.parent_id, goal_similarity; assignments.evidence", _add_llm_record),
+    4: ("runs.settings as the configuration tree; runs.claimed_by", _settings_tree_and_claims),
 }
 
 NAMES = {1: "initial schema"}

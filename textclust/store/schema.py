@@ -24,7 +24,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# Run statuses. A finished run has its result rows; "incomplete" is a run stopped by the
+# language-model budget, with the best result so far.
+FINISHED = ("complete", "incomplete")
 
 
 def utcnow() -> datetime:
@@ -98,9 +102,9 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     corpus_id: Mapped[int] = mapped_column(ForeignKey("corpora.id"))
     goal: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20))  # running | complete | failed
+    status: Mapped[str] = mapped_column(String(20))  # running | complete | incomplete | failed
     explainer: Mapped[str] = mapped_column(String(40))  # e.g. offline-extractive
-    settings: Mapped[dict] = mapped_column(JSON)
+    settings: Mapped[dict] = mapped_column(JSON)  # RunConfig.to_dict() (flat settings before version 4)
     settings_key: Mapped[str] = mapped_column(String(32), index=True)  # hash of goal+settings+corpus
     versions: Mapped[dict] = mapped_column(JSON)
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -108,6 +112,10 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The process working on the run: {"pid", "host"}; None once its result is written (or
+    # never claimed). A failed run keeps the claim of the process it failed in. Schema
+    # version 4; before, the claim was written into ``stats``.
+    claimed_by: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Cluster(Base):

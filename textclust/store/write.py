@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import delete
 
-from ..cluster import NOISE
+from ..interfaces import NOISE, ExplainResult
+from ..stats import RunStats
 from .schema import Assignment as AssignmentRow
 from .schema import Cluster, ClusterMember, Run, Selection, TextResult, utcnow
 from .schema import Explanation as ExplanationRow
@@ -27,21 +28,25 @@ def clear_result(session, run_id: int) -> None:
 
 
 def write_result(db, run_id: int, *, text_ids: list[str], labels: np.ndarray, weights: np.ndarray,
-                 explanation, k: int | None, stats: dict, timings: dict, status: str = "complete",
-                 goal_similarity: np.ndarray | None = None, error: str | None = None) -> None:
-    """Store ``explanation`` (an :class:`~textclust.explain.explainer.Explanation`, or its
-    language-model subclass with evidence, unparsed texts and children) for ``run_id``."""
-    primary, primary_score, n_matching = explanation.primary()
-    selected = set(explanation.selected)
-    matches = explanation.assignment.matches
-    scores = explanation.assignment.scores
-    evidence = getattr(explanation, "evidence", None) or {}
-    unparsed = getattr(explanation, "unparsed", None)
-    terms = {(c.round, c.source_cluster): c.terms for c in explanation.candidates}
+                 result: ExplainResult, k: int | None, stats: RunStats, timings: dict,
+                 status: str = "complete", goal_similarity: np.ndarray | None = None,
+                 error: str | None = None) -> None:
+    """Store ``result`` (the round loop's result: candidates, their assignment with its
+    evidence and reasons, the selection, the rounds and any depth-2 children) for ``run_id``,
+    with its final ``status``, ``stats`` and ``timings``, in one transaction."""
+    primary, primary_score, n_matching = result.primary()
+    selected = set(result.selected)
+    assignment = result.assignment
+    matches = assignment.matches
+    scores = assignment.scores
+    evidence = assignment.evidence or {}
+    reasons = assignment.reasons
+    unparsed = result.unparsed
+    terms = {(c.round, c.source_cluster): c.terms for c in result.candidates}
     n = len(text_ids)
     with db.transaction() as session:
         clear_result(session, run_id)
-        for record in explanation.rounds:
+        for record in result.rounds:
             in_round = record.labels != NOISE if record.round > 1 else np.ones(n, dtype=bool)
             for label in sorted(set(record.labels[in_round].tolist())):
                 session.add(Cluster(run_id=run_id, round=record.round, label=label,
@@ -50,8 +55,8 @@ def write_result(db, run_id: int, *, text_ids: list[str], labels: np.ndarray, we
             _insert(session, ClusterMember,
                     [{"run_id": run_id, "round": record.round, "text_id": text_ids[i], "label": int(record.labels[i])}
                      for i in np.flatnonzero(in_round)])
-        ids = _write_explanations(session, run_id, explanation, weights, selected, goal_similarity)
-        for record in explanation.rounds:
+        ids = _write_explanations(session, run_id, result, weights, selected, goal_similarity)
+        for record in result.rounds:
             session.add(Selection(
                 run_id=run_id, round=record.round, explanation_ids=[ids[j] for j in record.selection.chosen],
                 k=k, objective=record.selection.objective, coverage=record.selection.coverage,
@@ -61,8 +66,7 @@ def write_result(db, run_id: int, *, text_ids: list[str], labels: np.ndarray, we
                 [{"explanation_id": ids[j], "text_id": text_ids[i], "run_id": run_id, "score": float(scores[i, j]),
                   "evidence": evidence.get((int(i), int(j)))}
                  for i, j in np.argwhere(matches)])
-        _write_children(session, run_id, explanation, ids, text_ids, weights)
-        reasons = explanation.reasons
+        _write_children(session, run_id, result, ids, text_ids, weights)
         _insert(
             session, TextResult,
             [{"run_id": run_id, "text_id": t, "cluster": int(labels[i]),
@@ -73,11 +77,12 @@ def write_result(db, run_id: int, *, text_ids: list[str], labels: np.ndarray, we
              for i, t in enumerate(text_ids)],
         )
         run = session.get(Run, run_id)
-        run.stats = stats
+        run.stats = stats.to_dict()
         run.timings = dict(timings)
         run.status = status
         run.error = error
         run.finished_at = utcnow()
+        run.claimed_by = None  # finished: no process works on it any more
 
 
 def _insert(session, model, rows: list[dict]) -> None:
@@ -94,7 +99,7 @@ def _reason(i: int, primary, reasons, unparsed) -> str | None:
     return (reasons[i, primary[i]] if reasons is not None else None) or "similarity"
 
 
-def _write_explanations(session, run_id, explanation, weights, selected, goal_similarity,
+def _write_explanations(session, run_id, explanation: ExplainResult, weights, selected, goal_similarity,
                         parent_id: int | None = None, position_offset: int = 0) -> list[int]:
     matches = explanation.assignment.matches
     rows = []
@@ -112,38 +117,17 @@ def _write_explanations(session, run_id, explanation, weights, selected, goal_si
     return [r.id for r in rows]
 
 
-def _write_children(session, run_id, explanation, parent_ids: list[int], text_ids, weights) -> None:
-    """--depth 2: each parent's sub-explanations (rows with ``parent_id``) and their matches."""
-    children = getattr(explanation, "children", None) or {}
+def _write_children(session, run_id, explanation: ExplainResult, parent_ids: list[int], text_ids,
+                    weights) -> None:
+    """Depth 2: each parent's sub-explanations (rows with ``parent_id``) and their matches."""
     offset = len(explanation.candidates)
-    for parent, child in children.items():
+    for parent, child in explanation.children.items():
         members = explanation.child_members[parent]
         child_ids = _write_explanations(session, run_id, child, weights[members], set(child.selected), None,
                                         parent_id=parent_ids[parent], position_offset=offset)
         offset += len(child.candidates)
-        evidence = child.evidence or {}
+        evidence = child.assignment.evidence or {}
         _insert(session, AssignmentRow,
                 [{"explanation_id": child_ids[j], "text_id": text_ids[members[i]], "run_id": run_id,
                   "score": float(child.assignment.scores[i, j]), "evidence": evidence.get((int(i), int(j)))}
                  for i, j in np.argwhere(child.assignment.matches)])
-
-
-def hierarchy(explanation, weights: np.ndarray) -> list[dict] | None:
-    """The explanation tree for the report: [{"name", "explanation", "size", "children": [...]}]."""
-    children = getattr(explanation, "children", None)
-    if not children:
-        return None
-    primary, _, _ = explanation.primary()
-    tree = []
-    for j in explanation.selected:
-        node = {"name": explanation.candidates[j].name, "explanation": explanation.candidates[j].text,
-                "size": int(weights[primary == j].sum()), "children": []}
-        child = children.get(j)
-        if child is not None:
-            members = explanation.child_members[j]
-            child_primary, _, _ = child.primary()
-            for c in child.selected:
-                node["children"].append({"name": child.candidates[c].name, "explanation": child.candidates[c].text,
-                                         "size": int(weights[members][child_primary == c].sum()), "children": []})
-        tree.append(node)
-    return sorted(tree, key=lambda node: -node["size"])

@@ -1,4 +1,4 @@
-"""Stage 4, offline fallback — propose extractive explanations from cluster terms.
+"""Propose offline: extractive explanations from cluster terms (no language model).
 
 With no language model, an explanation is a predicate built from the words that
 distinguish a cluster from the others (class-based TF-IDF, as in BERTopic):
@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer
 
-from ..cluster import NOISE, centroids
-from .candidates import Candidate
+from ..cluster import centroids, default_min_cluster_size
+from ..errors import SettingsError
+from ..interfaces import NOISE, Candidate, Clusterer, RoundContext, RoundProposal
 
 TOKEN_PATTERN = r"(?u)\b[^\W\d_][\w'-]*[^\W_]\b"  # words of 2+ chars, no pure numbers
 GOAL_WEIGHT = 1.0  # weight of a term's cosine to the goal against its relative distinctiveness (0..1)
@@ -44,6 +44,8 @@ def scored_terms(texts: list[str], labels: np.ndarray, pool: int) -> dict[int, t
     from scipy.sparse import csr_matrix
 
     cluster_ids = sorted(set(labels.tolist()))
+    from sklearn.feature_extraction.text import CountVectorizer  # imported when first needed: it is slow
+
     vectorizer = CountVectorizer(
         stop_words="english",
         ngram_range=(1, 2),
@@ -183,3 +185,63 @@ def propose_extractive(
         order = np.argsort(-goal_similarity(candidates, goal_vector), kind="stable")
         candidates = [candidates[i] for i in order]
     return candidates
+
+
+class ExtractiveProposer:
+    """The offline :class:`~textclust.interfaces.Proposer`: one extractive candidate per cluster.
+
+    Round 1 proposes for the clusters of the whole corpus. Round r > 1 re-clusters only the
+    texts no selected explanation covers (``clusterer.subset_clusterer``: HDBSCAN with the
+    corpus's minimum cluster size, so leftovers are not split into crumbs) and proposes for
+    those clusters; the texts already explained are known negatives for calibration.
+    ``goal_vector`` and ``embed`` (the texts' model) order candidates and words by the goal.
+    """
+
+    def __init__(self, clusterer: Clusterer, k: int | None = None, goal_vector: np.ndarray | None = None,
+                 embed: Embed | None = None):
+        self.clusterer = clusterer
+        self.k = k
+        self.goal_vector = goal_vector
+        self.embed = _Memo(embed) if embed is not None and goal_vector is not None else None
+
+    def propose(self, context: RoundContext) -> RoundProposal:
+        if context.round == 1:
+            n_clusters = len(set(context.labels.tolist()) - {NOISE})
+            if self.k is not None and n_clusters < self.k:
+                raise SettingsError(f"asked for {self.k} explanations but the clustering found only {n_clusters} "
+                                    "clusters")
+            return RoundProposal(self._candidates(context, context.labels, 1), context.labels)
+        X, uncovered = context.X, context.pool
+        size = getattr(self.clusterer, "min_cluster_size", None) or default_min_cluster_size(len(X))
+        if uncovered.sum() < 2 * size:
+            return RoundProposal([], context.labels, stop_reason="too few uncovered texts to cluster again")
+        fitted = self.clusterer.subset_clusterer(size).fit(X[uncovered])
+        if not (fitted.labels_ != NOISE).any():
+            return RoundProposal([], context.labels, stop_reason="the uncovered texts form no cluster")
+        labels = np.full(len(X), NOISE)
+        labels[uncovered] = fitted.labels_
+        # Known negatives for calibration: texts already explained, by their explanation.
+        primary, _, _ = context.result.primary()
+        calibration = np.where(uncovered, labels, np.where(primary >= 0, 1_000_000 + primary, NOISE))
+        new = self._candidates(context, labels, context.round, calibration)
+        if not new:
+            return RoundProposal([], labels, stop_reason="no new candidates")
+        return RoundProposal(new, labels)
+
+    def _candidates(self, context: RoundContext, labels, round_number, calibration=None) -> list[Candidate]:
+        return propose_extractive(context.X, context.texts, labels, round=round_number,
+                                  calibration_labels=calibration, goal_vector=self.goal_vector, embed=self.embed)
+
+
+class _Memo:
+    """Embeds each distinct word once per explain call (rounds share most words)."""
+
+    def __init__(self, embed: Embed):
+        self.embed = embed
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, words: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(w for w in words if w not in self.vectors))
+        if missing:
+            self.vectors.update(zip(missing, np.asarray(self.embed(missing))))
+        return np.vstack([self.vectors[w] for w in words]) if words else np.zeros((0, 0))

@@ -1,0 +1,171 @@
+"""Propose and assign with a language model (GoalEx, frugal): the model's implementations of
+the :class:`~textclust.interfaces.Proposer` and :class:`~textclust.interfaces.Assigner`.
+
+* :class:`ModelProposer` — the model reads ``n_samples`` texts (round 1: drawn across the
+  embedding clusters, noise included; later rounds: drawn the same way from the texts still
+  uncovered) and writes up to ``n_explanations`` explanations for the goal; proposals
+  whose embedding is within ``merge_threshold`` (cosine) of an existing candidate, or of an
+  earlier proposal, are merged into it (dropped).
+* :class:`ModelAssigner` — each distinct text is judged against its ``prefilter`` most
+  similar candidates it has not been judged against yet, ``batch_size`` texts a call; a
+  text with no "yes" at all is escalated to its next ``prefilter`` candidates, up to
+  ``escalations`` times (see :mod:`.assign_llm`). Judgments are kept across rounds, so a
+  pair is never asked twice.
+
+Both count their calls in a shared :class:`CallTally`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..interfaces import NOISE, Assignment, Candidate, ModelClient, RoundContext, RoundProposal
+from .assign_llm import AssignPrompt, JudgeStats, Judgments, escalation_checks, judge, prefilter_checks, rank_candidates
+from .propose_llm import Proposal, propose
+from .sampling import stratified_sample
+
+LLM_THRESHOLD = 0.5  # scores are 1 (yes), 0 (no) or NaN (not judged)
+REASON_LLM = "language model"
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class CallTally:
+    """Model calls by stage, and what the user should know about them."""
+
+    n_calls: dict = field(default_factory=lambda: {"propose": 0, "assign": 0})
+    notes: list = field(default_factory=list)
+
+
+def unit_vectors(embed: Embed, strings: list[str]) -> np.ndarray:
+    E = np.asarray(embed(strings), dtype=np.float32).reshape(len(strings), -1)
+    norms = np.linalg.norm(E, axis=1, keepdims=True)
+    return E / np.where(norms == 0, 1.0, norms)
+
+
+class ModelProposer:
+    """Explanations written by the model from samples of the (uncovered) texts."""
+
+    def __init__(self, client: ModelClient, embed: Embed, goal: str, *, n_samples: int = 40,
+                 n_explanations: int = 8, merge_threshold: float = 0.9, examples=(), max_chars: int = 1000,
+                 random_state: int = 0, restating: np.ndarray | None = None, tally: CallTally | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.client = client
+        self.embed = embed
+        self.goal = goal
+        self.n_samples = n_samples
+        self.n_explanations = n_explanations
+        self.merge_threshold = merge_threshold
+        self.examples = [str(e) for e in examples]
+        self.max_chars = max_chars
+        self.rng = np.random.default_rng(random_state)
+        self.restating = restating  # depth 2: the parent's vector (proposals this close are dropped)
+        self.tally = tally or CallTally()
+        self.log = log or (lambda message: None)
+
+    def propose(self, context: RoundContext) -> RoundProposal:
+        sample = stratified_sample(context.labels, self.n_samples, self.rng, context.pool)
+        proposals, result = propose(self.client, self.goal, [context.texts[i] for i in sample],
+                                    self.n_explanations, self.examples, self.max_chars)
+        self.tally.n_calls["propose"] += 1
+        if not result.ok:
+            self.log(f"round {context.round}: the proposal call failed ({result.error})")
+            self.tally.notes.append(f"round {context.round}: proposing failed: {result.error}")
+        new, merged = self._merge(proposals, context.round, context.candidates)
+        labels = context.labels.copy() if context.pool is None else np.where(context.pool, context.labels, NOISE)
+        return RoundProposal(new, labels, n_merged=merged,
+                             error=None if result.ok else (result.error or "no usable answer"))
+
+    def _merge(self, proposals: list[Proposal], round_number: int,
+               existing: list[Candidate]) -> tuple[list[Candidate], int]:
+        """New candidates from ``proposals``, without those within ``merge_threshold`` of an
+        existing candidate or of an earlier proposal; names made unique."""
+        if not proposals:
+            return [], 0
+        E = unit_vectors(self.embed, [p.explanation for p in proposals])
+        dim = E.shape[1]
+        known = np.vstack([c.vector for c in existing]).astype(np.float32) if existing else np.zeros((0, dim),
+                                                                                                     np.float32)
+        if self.restating is not None:
+            known = np.vstack([known, self.restating])
+        names = {c.name.lower() for c in existing}
+        kept: list[Candidate] = []
+        merged = 0
+        for p, v in zip(proposals, E):
+            if len(known) and float((known @ v).max()) >= self.merge_threshold:
+                merged += 1
+                continue
+            name, n = p.name, 2
+            while name.lower() in names:
+                name, n = f"{p.name} ({n})", n + 1
+            names.add(name.lower())
+            kept.append(Candidate(name=name, text=p.explanation, vector=v, source="llm", round=round_number))
+            known = np.vstack([known, v[None, :]])
+        return kept, merged
+
+
+class ModelAssigner:
+    """The model's yes/no judgments of texts against candidates, kept across rounds."""
+
+    def __init__(self, client: ModelClient, goal: str, X: np.ndarray, texts: list[str], *, batch_size: int = 10,
+                 prefilter: int = 5, escalations: int = 3, max_chars: int = 1000, tally: CallTally | None = None):
+        self.client = client
+        self.goal = goal
+        self.X = np.asarray(X, dtype=np.float32)
+        self.texts = texts
+        self.batch_size = batch_size
+        self.prefilter = prefilter
+        # A text with no "yes" among its checked candidates is asked about its next `prefilter`
+        # candidates, up to this many times a round: the embedding ranking misses the right
+        # candidate for some texts (measured with bench/llm_cost.py: banking77, goemotions).
+        self.escalations = escalations
+        self.max_chars = max_chars
+        self.tally = tally or CallTally()
+        self.state = Judgments(len(texts))
+        self.last = JudgeStats()
+
+    def assign(self, candidates: list[Candidate]) -> Assignment:
+        self._grow(candidates)
+        V = np.vstack([c.vector for c in candidates]).astype(np.float32)
+        prompt = AssignPrompt(self.goal, [(c.name, c.text) for c in candidates], self.max_chars)
+        order = rank_candidates(self.X, V)
+        stats = self.last = JudgeStats()
+        try:
+            requests = prefilter_checks(order, self.state.scores, self.prefilter)
+            # Texts with no "yes" yet first: if the budget runs out, what was judged helps most.
+            has_yes = self.state.yes.any(axis=1)
+            requests.sort(key=lambda request: bool(has_yes[request[0]]))
+            judge(self.client, prompt, requests, self.texts, self.state, self.batch_size, stats=stats)
+            # Escalation: texts with no "yes" at all (and whose call did not fail).
+            for _ in range(self.escalations if self.prefilter > 0 else 0):
+                hopeless = np.flatnonzero(~self.state.yes.any(axis=1) & ~self.state.failed)
+                requests = escalation_checks(order, self.state.scores, self.prefilter, hopeless)
+                if not requests:
+                    break
+                judge(self.client, prompt, requests, self.texts, self.state, self.batch_size, stats=stats)
+        finally:
+            self.tally.n_calls["assign"] += stats.calls
+        return self.current(candidates)
+
+    def current(self, candidates: list[Candidate]) -> Assignment:
+        self._grow(candidates)
+        scores = self.state.scores.copy()
+        matches = scores == 1.0
+        reasons = np.full(scores.shape, None, dtype=object)
+        reasons[matches] = REASON_LLM
+        return Assignment(scores=scores, thresholds=np.full(scores.shape[1], LLM_THRESHOLD), matches=matches,
+                          judged=self.state.judged.any(axis=0), failed=self.state.failed.copy(), reasons=reasons,
+                          evidence=dict(self.state.evidence))
+
+    def describe_work(self) -> str:
+        stats = self.last
+        return (f"{stats.calls} assign call{'' if stats.calls == 1 else 's'}"
+                + (f" ({stats.cached} cached)" if stats.cached else ""))
+
+    def _grow(self, candidates: list[Candidate]) -> None:
+        if len(candidates) > self.state.n_candidates:
+            self.state.add_candidates(len(candidates) - self.state.n_candidates)
