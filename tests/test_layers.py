@@ -122,3 +122,18 @@ def test_the_import_check_resolves_relative_imports(tmp_path):
     assert imported_modules(sample, "textclust.store") >= {
         "textclust.ingest", "textclust.store", "textclust.store.schema", "textclust.store.write",
         "textclust.explain.loop", "textclust.report"}
+
+
+def test_the_sqlite_store_implements_the_run_store_interface():
+    """Every method of interfaces.RunStore exists on store.Database with the same parameters,
+    so a second store (PostgreSQL) knows exactly what to implement."""
+    import inspect
+
+    from textclust.interfaces import RunStore
+    from textclust.store import Database
+
+    wanted = {name: f for name, f in inspect.getmembers(RunStore, inspect.isfunction) if not name.startswith("_")}
+    assert len(wanted) >= 15
+    for name, method in wanted.items():
+        assert hasattr(Database, name), f"Database lacks {name}"
+        assert list(inspect.signature(method).parameters) == list(inspect.signature(getattr(Database, name)).parameters), name
