@@ -109,6 +109,33 @@ def _llm_shown(name: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+class RunId(click.ParamType):
+    """A run's id, or ``latest`` for the newest run of the database."""
+
+    name = "RUN_ID"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "latest":
+            return value if isinstance(value, int) else "latest"
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a run id (a number, or latest)", param, ctx)
+
+
+RUN_ID = RunId()
+
+
+def _run_id(db, run_id) -> int:
+    """``run_id`` itself, or the newest run's id for ``latest``."""
+    if run_id != "latest":
+        return run_id
+    latest = db.latest_run_id()
+    if latest is None:
+        raise TextclustError(f"no runs in {db.path} (run `textclust run` first)")
+    return latest
+
+
 class CliError(click.ClickException):
     exit_code = 2
 
@@ -130,6 +157,10 @@ def user_errors(command):
             sys.exit(130)
         except click.exceptions.Exit:
             raise
+        except BrokenPipeError:  # the reader went away (`textclust export 1 | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush is silent too
+            sys.exit(1)
         except Exception as err:  # a bug: still one line, the traceback on request
             if os.environ.get("TEXTCLUST_DEBUG"):
                 raise
@@ -400,27 +431,36 @@ def runs(db_path, as_json):
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @DB_OPTION
 @JSON_OPTION
 @user_errors
 def show(run_id, db_path, as_json):
-    """Show the explanations and counts of one run."""
-    _print_run(_existing_db(db_path), run_id, as_json)
+    """Show the explanations and counts of one run (RUN_ID, or latest)."""
+    db = _existing_db(db_path)
+    _print_run(db, _run_id(db, run_id), as_json)
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "md"]), default="csv", show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("-o", "--output", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to write; - is standard output.")
 @DB_OPTION
 @user_errors
 def export(run_id, fmt, output, db_path):
-    """Write one row per input row with its cluster and explanation (CSV, JSON or Markdown)."""
+    """Write one row per input row with its cluster and explanation (CSV, JSON or Markdown),
+    of RUN_ID (or latest), to a file or standard output."""
     from .report import export_run
     from .results import load_run
 
-    result = load_run(_existing_db(db_path), run_id)
+    db = _existing_db(db_path)
+    run_id = _run_id(db, run_id)
+    result = load_run(db, run_id)
+    if output == "-":
+        export_run(result, fmt, sys.stdout, spell=flag_for)
+        _say(f"wrote {len(result.rows)} rows of run {run_id} to standard output")
+        return
     export_run(result, fmt, output, spell=flag_for)
     _say(f"wrote {len(result.rows)} rows of run {run_id} to {output}")
 
@@ -475,7 +515,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write (report.html, report.md, report.json).")
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]),
@@ -490,12 +530,15 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
 @DB_OPTION
 @user_errors
 def report(run_id, output, fmt, map_reduction, max_points, max_listed, db_path):
-    """Write a readable report of one run: HTML with a map and charts, Markdown or JSON."""
+    """Write a readable report of one run (RUN_ID, or latest): HTML with a map and charts,
+    Markdown or JSON."""
     from .report.html import write_report
     from .report.model import ReportOptions
 
+    db = _existing_db(db_path)
+    run_id = _run_id(db, run_id)
     options = ReportOptions(reduction=map_reduction, max_points=max_points, max_listed=max_listed, spell=flag_for)
-    used = write_report(_existing_db(db_path), run_id, output, fmt, options)
+    used = write_report(db, run_id, output, fmt, options)
     _say(f"wrote the {used} report of run {run_id} to {output}")
 
 

@@ -7,11 +7,12 @@ sees is always what the database holds.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from .config import RunConfig
-from .errors import render_settings
+from .errors import NotFoundError, render_settings
 from .stats import RunStats
 from .store import FINISHED, Database, StoredRun
 
@@ -98,9 +99,14 @@ ROW_COLUMNS = [
 ]
 
 
-def load_run(db: Database, run_id: int, include_rows: bool = True) -> RunResult:
-    """The stored run ``run_id`` (NotFoundError when there is none); its rows and cluster
-    summaries only when it finished (:data:`FINISHED`)."""
+def load_run(db: Database | str | Path, run_id: int, include_rows: bool = True) -> RunResult:
+    """The stored run ``run_id`` of ``db`` (a :class:`~textclust.store.Database` or the path of
+    one; NotFoundError when either is missing); its rows and cluster summaries only when it
+    finished (:data:`FINISHED`)."""
+    if not isinstance(db, Database):
+        if not Path(db).is_file():
+            raise NotFoundError(f"{{db}} {db}: no such database")
+        db = Database(db)
     stored = db.read_run(run_id)
     run, corpus = stored.run, stored.corpus
     result = RunResult(

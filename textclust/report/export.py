@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import TextIO
 
 from ..errors import TextclustError
 from ..results import FINISHED, ROW_COLUMNS, RunResult
@@ -14,17 +15,21 @@ from .model import ReportOptions, Spell, report_from_result, spelled_result
 EXPORT_FORMATS = ("csv", "json", "md")
 
 
-def export_run(result: RunResult, fmt: str, path: str | Path, spell: Spell | None = None) -> None:
-    """Write ``result`` as ``fmt``; ``spell`` names the settings its notices mention
-    (see :func:`textclust.report.model.spelled`)."""
+def export_run(result: RunResult, fmt: str, path: str | Path | TextIO, spell: Spell | None = None) -> None:
+    """Write ``result`` as ``fmt`` to the file ``path`` (or to an open text stream, e.g.
+    ``sys.stdout``); ``spell`` names the settings its notices mention (see
+    :func:`textclust.report.model.spelled`)."""
     if result.status not in FINISHED:
         raise TextclustError(f"run {result.run_id} is {result.status}; only complete (or budget-stopped) runs can be exported")
-    path = Path(path)
-    if not path.parent.exists():
-        raise TextclustError(f"-o {path}: folder {path.parent} does not exist")
     writer = {"csv": _write_csv, "json": _write_json, "md": _write_markdown}.get(fmt)
     if writer is None:
         raise TextclustError(f"unknown format '{fmt}'; choose one of {', '.join(EXPORT_FORMATS)}")
+    if hasattr(path, "write"):  # an open stream
+        writer(spelled_result(result, spell), path, spell)
+        return
+    path = Path(path)
+    if not path.parent.exists():
+        raise TextclustError(f"-o {path}: folder {path.parent} does not exist")
     result = spelled_result(result, spell)
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer(result, handle, spell)

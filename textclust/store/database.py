@@ -363,6 +363,11 @@ class Database:
                 raise NotFoundError(f"no run with id {run_id} in {self.path}")
             return run
 
+    def latest_run_id(self) -> int | None:
+        """The newest run's id (None in a database without runs)."""
+        with self._reading() as s:
+            return s.scalar(select(func.max(Run.id)))
+
     def list_runs(self) -> list[tuple[Run, CorpusRow]]:
         with self._reading() as s:
             return [tuple(row) for row in s.execute(select(Run, CorpusRow).join(CorpusRow).order_by(Run.id))]
