@@ -352,3 +352,25 @@ def test_python_api_hands_the_pipeline_its_config_and_components(fake_pipeline, 
     with pytest.raises(Stop):  # a string is the setting, the algorithm's name
         textclust.run_texts(TEXTS, goal="g", db=tmp_path / "x.db", k=2, clusterer="kmeans")
     assert fake_pipeline.seen["config"].clustering.algorithm == "kmeans" and fake_pipeline.seen.get("clusterer") is None
+
+
+# The flat settings runs were keyed by before the tree (schema ≤ 3), as Settings().to_dict() gave them.
+OLD_DEFAULT_SETTINGS = {
+    "k": None, "clusterer": "auto", "reduction": "umap", "n_components": 10, "min_cluster_size": None,
+    "min_samples": 5, "max_cluster_share": 0.5, "embedding_model": "all-MiniLM-L6-v2", "rounds": None,
+    "min_share": 0.005, "lambda_miss": 1.0, "lambda_overlap": 0.5, "random_state": 0, "seeds": None,
+    "only_candidates": False, "llm": None, "examples": None, "depth": 1, "n_samples": 40, "n_explanations": 8,
+    "batch_size": 10, "prefilter": 5, "escalations": 3, "merge_threshold": 0.9, "max_candidate_share": None,
+    "max_chars": 1000,
+}
+
+
+def test_a_run_stored_before_the_tree_is_found_by_the_same_command():
+    """The result key keeps the old flat shape, so re-running a command resumes (or `eval`
+    reuses) a run that an earlier version stored."""
+    from textclust.store.database import settings_key
+
+    assert settings_key(1, "g", RunConfig().result_key()) == settings_key(1, "g", OLD_DEFAULT_SETTINGS)
+    changed = RunConfig.from_flat(k=4, candidates=[{"name": "x", "explanation": "y"}])
+    old = {**OLD_DEFAULT_SETTINGS, "k": 4, "seeds": [{"name": "x", "explanation": "y"}]}
+    assert settings_key(1, "g", changed.result_key()) == settings_key(1, "g", old)

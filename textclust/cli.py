@@ -68,8 +68,7 @@ def spell(text: str | None) -> str | None:
 def error_line(err: TextclustError) -> str:
     """The error's message with its settings spelled as flags."""
     plain = str(err)
-    template = getattr(err, "template", None)
-    if template is None or render_settings(template, lambda name: name) != plain:
+    if render_settings(err.template, lambda name: name) != plain:
         return plain  # changed since it was raised (e.g. a key masked in it): show it as it is now
     return err.render(flag_for)
 

@@ -227,7 +227,6 @@ class RunConfig:
         stored then is still found: resumed or reused by an identical command)."""
         flat = self.flat()
         flat["seeds"] = flat.pop("candidates")
-        flat["k"] = self.explaining.k
         flat["llm"] = model_identity(self.model) if self.model is not None else None
         return flat
 

@@ -126,10 +126,7 @@ class SentenceTransformerEmbedder:
             return texts, 0
 
     def progress_bar(self, total: int) -> tqdm:
-        return tqdm(total=total, desc="embedding", unit="text", disable=self._bar_disabled())
-
-    def _bar_disabled(self) -> bool | None:
-        return None if self.progress is None else not self.progress
+        return progress_bar(total, self.progress)
 
 
 def _quiet_transformers() -> None:
@@ -194,7 +191,7 @@ def embed_texts(db, embedder: EmbedderInterface, text_ids: list[str], texts: lis
     missing = np.flatnonzero(~found).tolist()
     truncated_before = embedder.n_truncated if native else 0
     if missing:
-        bar = embedder.progress_bar(len(missing)) if native else _bar(len(missing), progress)
+        bar = embedder.progress_bar(len(missing)) if native else progress_bar(len(missing), progress)
         with bar:
             for start in range(0, len(missing), chunk):
                 idx = missing[start : start + chunk]
@@ -233,5 +230,6 @@ def cached_or_encoded(db, embedder: EmbedderInterface, texts: list[str]) -> np.n
     return np.vstack([vectors[t] for t in ids]).astype(np.float32)
 
 
-def _bar(total: int, progress: bool | None) -> tqdm:
+def progress_bar(total: int, progress: bool | None = None) -> tqdm:
+    """The embedding bar: shown on a terminal when ``progress`` is None, else as it says."""
     return tqdm(total=total, desc="embedding", unit="text", disable=None if progress is None else not progress)

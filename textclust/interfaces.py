@@ -133,8 +133,9 @@ class ExplainResult:
         sel = np.array(self.selected, dtype=int)
         if len(sel):
             scores = A.scores[:, sel]
-            fits = A.matches[:, sel] & (scores >= A.thresholds[sel][None, :]) if A.margin is None else \
-                scores >= A.thresholds[sel][None, :]
+            # Without a margin the assigner's verdict stands; with one, thresholds are re-applied
+            # and the margin is taken against the best *selected* score.
+            fits = A.matches[:, sel].copy() if A.margin is None else scores >= A.thresholds[sel][None, :]
             proposed = sel >= self.n_user
             if A.margin is not None and proposed.any():
                 best = scores[:, proposed].max(axis=1, keepdims=True)

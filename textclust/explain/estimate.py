@@ -27,10 +27,10 @@ _PLACEHOLDER = ("a four word name", "the text states a specific property that ma
                 "described precisely enough that a reader can decide yes or no for any single text")
 
 
-def estimate_llm(explainer, X, texts, labels, weights) -> dict:
+def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> dict:
     """``explainer``: the :class:`~textclust.explain.explainer.ModelExplainer` of the run (its
     client may be None: tokens are then counted as characters / 4)."""
-    e = _Settings(explainer)
+    e = _Settings(explainer, user_candidates)
     count = e.client.estimate_tokens if e.client is not None else (lambda s: max(1, len(s) // 4))
 
     def tokens(messages) -> int:
@@ -104,12 +104,12 @@ def estimate_llm(explainer, X, texts, labels, weights) -> dict:
 class _Settings:
     """What the estimate reads of an explainer, by the names it uses."""
 
-    def __init__(self, explainer):
+    def __init__(self, explainer, user_candidates):
         x = explainer.config.explaining
         self.client = explainer.client
         self.goal = explainer.goal
         self.clusterer = explainer.clusterer
-        self.user_candidates = explainer.user_candidates
+        self.user_candidates = list(user_candidates)
         self.rounds = explainer.config.rounds
         self.random_state = explainer.config.random_state
         self.depth = explainer.depth

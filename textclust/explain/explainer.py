@@ -65,13 +65,12 @@ class Explainer:
 
     def __init__(self, config: RunConfig, *, log=None):
         self.config = config
-        self.user_candidates: list[Candidate] = []
-        self.goal_vector = None
         self.log = log or (lambda message: None)
 
     # --- what a subclass provides -----------------------------------------------------------
 
-    def parts(self, X: np.ndarray, texts: list[str], labels: np.ndarray):
+    def parts(self, X: np.ndarray, texts: list[str], labels: np.ndarray, user_candidates: list[Candidate],
+              goal_vector: np.ndarray | None):
         """``(proposer or None, assigner)`` for these distinct texts."""
         raise NotImplementedError
 
@@ -116,18 +115,16 @@ class Explainer:
         """Explain ``texts`` (embedded as ``X``, clustered as ``labels``; ``weights``: input rows
         per text). ``user_candidates`` (with vectors) come first and are always kept;
         ``goal_vector`` (the goal embedded like the texts) orders offline words and explanations."""
-        self.user_candidates = list(user_candidates)
-        self.goal_vector = goal_vector
         X = np.asarray(X, dtype=np.float32)
         labels = np.asarray(labels)
         weights = np.asarray(weights, dtype=float)
         first, inverse = distinct_texts(list(texts))
         Xu, tu, lu = X[first], [texts[i] for i in first], labels[first]
         wu = np.bincount(inverse, weights=weights, minlength=len(first))
-        proposer, assigner = self.parts(Xu, tu, lu)
+        proposer, assigner = self.parts(Xu, tu, lu, list(user_candidates), goal_vector)
         loop = RoundLoop(proposer, assigner, self.selector(self.notes), rounds or self.config.rounds,
                          keep_round_without_gain=self.keep_round_without_gain, log=self.log)
-        result = expand(loop.run(Xu, tu, lu, wu, self.user_candidates), inverse)
+        result = expand(loop.run(Xu, tu, lu, wu, list(user_candidates)), inverse)
         self.finish(result, X, texts, labels, weights)
         return result
 
@@ -147,10 +144,10 @@ class OfflineExplainer(Explainer):
     def name(self) -> str:
         return EXPLAINER_SEEDED if self.config.explaining.only_candidates else EXPLAINER_OFFLINE
 
-    def parts(self, X, texts, labels):
+    def parts(self, X, texts, labels, user_candidates, goal_vector):
         user = None
-        if self.user_candidates:
-            E = np.vstack([c.vector for c in self.user_candidates]).astype(np.float32)
+        if user_candidates:
+            E = np.vstack([c.vector for c in user_candidates]).astype(np.float32)
             user = classify_user_candidates(X, E, random_state=self.config.random_state)
         assigner = SimilarityAssigner(X, user, beta=self.beta, margin=self.margin)
         if self.config.explaining.only_candidates:
@@ -159,7 +156,7 @@ class OfflineExplainer(Explainer):
             from ..cluster import EmbeddingClusterer
 
             self.clusterer = EmbeddingClusterer()
-        proposer = ExtractiveProposer(self.clusterer, k=self.config.explaining.k, goal_vector=self.goal_vector,
+        proposer = ExtractiveProposer(self.clusterer, k=self.config.explaining.k, goal_vector=goal_vector,
                                       embed=self.embed)
         return proposer, assigner
 
@@ -167,7 +164,7 @@ class OfflineExplainer(Explainer):
         return SEEDED_NOTICE if self.config.explaining.only_candidates else OFFLINE_NOTICE
 
     def goal_notice(self, goal):
-        return None if self.user_candidates else goal_gap_notice(goal)
+        return None if self.config.explaining.user_candidates else goal_gap_notice(goal)
 
 
 class ModelExplainer(Explainer):
@@ -189,7 +186,7 @@ class ModelExplainer(Explainer):
         self.tally = CallTally()
         self.notes = self.tally.notes
 
-    def parts(self, X, texts, labels):
+    def parts(self, X, texts, labels, user_candidates, goal_vector):
         e = self.config.explaining
         assigner = ModelAssigner(self.client, self.goal, X, texts, batch_size=e.batch_size, prefilter=e.prefilter,
                                  escalations=e.escalations, max_chars=e.max_chars, tally=self.tally)
@@ -254,8 +251,7 @@ class ModelExplainer(Explainer):
     def estimate(self, X, texts, labels, weights, user_candidates: list[Candidate] = ()) -> dict:
         from .estimate import estimate_llm
 
-        self.user_candidates = list(user_candidates)
-        return estimate_llm(self, X, texts, labels, weights)
+        return estimate_llm(self, X, texts, labels, weights, user_candidates)
 
 
 def explainer_name(config: RunConfig) -> str:

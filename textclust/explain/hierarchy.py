@@ -38,8 +38,7 @@ def explain_inside(explainer, result: ExplainResult, X, texts, labels, weights) 
                                 log=lambda message, p=prefix: explainer.log(p + message))
         found = child.explain(X[members], [texts[i] for i in members], labels[members], weights[members],
                               rounds=rounds)
-        for stage, count in found.n_calls.items():
-            result.n_calls[stage] = result.n_calls.get(stage, 0) + count
+        for stage, count in found.n_calls.items():  # the parent's result reports its tally, children's included
             explainer.tally.n_calls[stage] = explainer.tally.n_calls.get(stage, 0) + count
         if len(found.selected) >= 2 or found.incomplete:
             result.children[j] = found
