@@ -67,7 +67,6 @@ CASES = [
     Case("one_distinct_text", "in.csv", "text\nsame text\nsame   text\n", message="only one distinct text"),
     Case("k_zero", "in.csv", GOOD_CSV, ("--k", "0"), message="--k must be at least 1"),
     Case("rounds_zero", "in.csv", GOOD_CSV, ("--rounds", "0"), message="--rounds must be at least 1"),
-    Case("kmeans_without_k", "in.csv", GOOD_CSV, ("--clusterer", "kmeans"), message="needs --k"),
     Case("eval_unknown_label_column", "in.csv", GOOD_CSV, ("--label-column", "reason"),
          message="'reason' not found", command="eval"),
     Case("eval_missing_file", None, args=("--label-column", "reason"), message="no such file", command="eval"),
@@ -437,3 +436,61 @@ def test_unicode_edge_cases(fmt, cli_invoke, make_file, tmp_path):
     _prefill(db, [t for t in expected if t])
     stored = _run_ok(cli_invoke, path, db)
     assert [text for _, _, text in stored["rows"]] == expected
+
+
+# --- usage errors: one line like every other error, not click's usage block -----------------------
+
+
+def _one_line_usage_error(result, command: str) -> str:
+    """The single stderr line of a usage error of ``command``; checks exit 2 and nothing else printed."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Usage:" not in result.stderr and "Try '" not in result.stderr
+    assert lines[0].startswith("textclust: error: ")
+    assert lines[0].endswith(f" (see {' '.join(['textclust', command]).strip()} --help)")
+    return lines[0]
+
+
+def test_usage_error_input_directory(cli_invoke, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    line = _one_line_usage_error(cli_invoke("run", folder, "--goal", "g", "--db", tmp_path / "u.db"), "run")
+    assert line == (f"textclust: error: Invalid value for 'INPUT': File '{folder}' is a directory "
+                    "(see textclust run --help)")
+    assert not (tmp_path / "u.db").exists()
+
+
+def test_usage_error_unknown_flag(cli_invoke, make_file, tmp_path):
+    path = make_file("in.csv", GOOD_CSV)
+    line = _one_line_usage_error(cli_invoke("run", path, "--goal", "g", "--frobnicate", "--db", tmp_path / "u.db"),
+                                 "run")
+    assert line.startswith("textclust: error: No such option '--frobnicate'")
+    assert not (tmp_path / "u.db").exists()
+
+
+def test_usage_error_missing_goal(cli_invoke, make_file, tmp_path):
+    path = make_file("in.csv", GOOD_CSV)
+    line = _one_line_usage_error(cli_invoke("run", path, "--db", tmp_path / "u.db"), "run")
+    assert line == "textclust: error: Missing option '--goal' (see textclust run --help)"
+    assert not (tmp_path / "u.db").exists()
+
+
+def test_usage_error_run_id_not_a_number(cli_invoke, copy_db, fake_run_db):
+    db = copy_db(fake_run_db.db)
+    digest = file_sha256(db)
+    line = _one_line_usage_error(cli_invoke("show", "abc", "--db", db), "show")
+    assert line == ("textclust: error: Invalid value for 'RUN_ID': 'abc' is not a run id (a number, or latest) "
+                    "(see textclust show --help)")
+    assert file_sha256(db) == digest
+
+
+def test_usage_error_of_the_group_and_help_unchanged(cli_invoke):
+    line = _one_line_usage_error(cli_invoke("cluster"), "")
+    assert line == "textclust: error: No such command 'cluster' (see textclust --help)"
+    for args in (("--help",), ("run", "--help"), ("show", "-h")):
+        result = cli_invoke(*args)
+        assert result.exit_code == 0 and result.stderr == ""
+        assert result.stdout.startswith("Usage: ") and "Options:" in result.stdout

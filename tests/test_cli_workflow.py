@@ -62,3 +62,19 @@ def test_load_run_of_a_missing_database_creates_nothing(tmp_path):
     with pytest.raises(NotFoundError, match="^db .*missing.db: no such database$"):
         textclust.load_run(missing, 1)
     assert not missing.exists()
+
+
+def test_a_run_ends_by_saying_where_it_wrote_and_what_to_run_next(sample_run, cli_invoke, tmp_path):
+    import shlex
+
+    line = next(x for x in sample_run.stderr.splitlines() if x.startswith("Saved as run"))
+    assert f"Saved as run {sample_run.run_id} in {sample_run.db}." in line
+    suggested = [shlex.split(part.strip()) for part in line.split("Next:", 1)[1].split("·")]
+    assert [args[:2] for args in suggested] == [["textclust", "show"], ["textclust", "report"],
+                                                ["textclust", "export"]]
+    for args in suggested:  # each suggestion works as printed (output files into tmp_path)
+        args = [str(tmp_path / a) if a in ("report.html", "clusters.csv") else a for a in args[1:]]
+        if args[0] == "report":
+            args += ["--map", "pca"]  # the UMAP map costs ~30 s here; the command is otherwise as printed
+        result = cli_invoke(*args)
+        assert result.exit_code == 0, (args, result.output)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from textclust.cluster import EmbeddingClusterer, centroids, default_min_cluster_size, reduce
+from textclust.cluster import NOISE, EmbeddingClusterer, centroids, default_min_cluster_size, reduce
 from textclust.config import RunConfig
 from textclust.errors import SettingsError
 
@@ -36,6 +36,40 @@ def test_kmeans_recovers_blobs_with_the_right_k():
     X, y = gaussian_blobs()
     labels = EmbeddingClusterer(algorithm="kmeans", k=3, reduction="pca", n_components=3).fit(X).labels_
     assert adjusted_rand_score(y, labels) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("centers", [3, 5, 7])
+def test_kmeans_without_k_chooses_the_number_of_blobs(centers):
+    X, y = gaussian_blobs(centers=centers)
+    fitted = EmbeddingClusterer(algorithm="kmeans", reduction="none").fit(X)
+    assert fitted.k_ == centers
+    assert set(fitted.k_scores_) >= {3, 4, 5, 6, 8}  # it tried the alternatives
+    assert len(set(fitted.labels_.tolist())) == centers and NOISE not in fitted.labels_
+    assert adjusted_rand_score(y, fitted.labels_) == pytest.approx(1.0)
+
+
+def test_automatic_k_starts_at_three_unless_the_corpus_is_too_small():
+    from textclust.cluster import choose_k
+
+    X, _ = gaussian_blobs(centers=2)
+    assert choose_k(X, largest=10)[0] == 3  # documented floor: two groups are served by 3
+    k, scores = choose_k(X, largest=2)  # too small for 3 clusters of the smallest size
+    assert k == 2 and set(scores) == {2}
+
+
+def test_choose_k_is_bounded_by_the_largest_k_allowed():
+    from textclust.cluster import choose_k
+
+    X, _ = gaussian_blobs(centers=6)
+    k, scores = choose_k(X, largest=4)
+    assert max(scores) == 4 and k <= 4
+
+
+def test_auto_reduction_skips_umap_only_for_a_given_k():
+    assert EmbeddingClusterer(algorithm="kmeans", k=3).resolved_reduction() == "none"
+    assert EmbeddingClusterer(algorithm="kmeans").resolved_reduction() == "umap"
+    assert EmbeddingClusterer(algorithm="hdbscan").resolved_reduction() == "umap"
+    assert EmbeddingClusterer(algorithm="kmeans", k=3, reduction="pca").resolved_reduction() == "pca"
 
 
 def test_hdbscan_finds_separated_blobs_and_marks_outliers_noise():
@@ -111,7 +145,6 @@ def test_clusterer_stores_reduced_matrix():
     [
         (dict(algorithm="dbscan"), "unknown clusterer 'dbscan'"),
         (dict(reduction="tsne"), "unknown reduction 'tsne'"),
-        (dict(algorithm="kmeans"), "k-means needs k"),
         (dict(algorithm="kmeans", k=0), "k-means needs k"),
         (dict(algorithm="kmeans", k=-2), "k-means needs k"),
         (dict(algorithm="kmeans", k=61), "asked for 61 clusters but there are only 60 distinct texts"),
@@ -148,7 +181,6 @@ def test_settings_validate_rejects_impossible_cluster_settings(kwargs):
         (dict(k=0), 10, "k must be at least 1"),
         (dict(k=11), 10, "asked for 11 clusters but the input has only 10 distinct texts"),
         (dict(clusterer="spectral"), 10, "unknown clusterer 'spectral'"),
-        (dict(clusterer="kmeans"), 10, "needs k"),
         (dict(rounds=0), 10, "rounds must be at least 1"),
         (dict(), 1, "only one distinct text"),
     ],
@@ -159,7 +191,7 @@ def test_settings_validate(kwargs, n, message):
 
 
 def test_settings_algorithm_and_round_trip():
-    assert RunConfig.from_flat().algorithm == "hdbscan"
+    assert RunConfig.from_flat().algorithm == "kmeans"  # K chosen by silhouette
     assert RunConfig.from_flat(k=4).algorithm == "kmeans"
     assert RunConfig.from_flat(k=4, clusterer="hdbscan").algorithm == "hdbscan"
     s = RunConfig.from_flat(k=4, reduction="pca", min_share=0.02)

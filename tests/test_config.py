@@ -147,7 +147,6 @@ CASES = [
     # (flags, keywords, the CLI's line, Python's message)
     (("--k", "0"), dict(k=0), "--k must be at least 1 (got 0)", "k must be at least 1 (got 0)"),
     (("--rounds", "0"), dict(rounds=0), "--rounds must be at least 1", "rounds must be at least 1"),
-    (("--clusterer", "kmeans"), dict(clusterer="kmeans"), "--clusterer kmeans needs --k", "clusterer kmeans needs k"),
     (("--only-candidates",), dict(only_candidates=True), "--only-candidates needs --candidate or --candidates",
      "only_candidates needs candidates"),
     (("--depth", "2"), dict(depth=2), "--depth 2 needs a language model (--llm-model)",
@@ -370,7 +369,11 @@ def test_a_run_stored_before_the_tree_is_found_by_the_same_command():
     reuses) a run that an earlier version stored."""
     from textclust.store.database import settings_key
 
-    assert settings_key(1, "g", RunConfig().result_key()) == settings_key(1, "g", OLD_DEFAULT_SETTINGS)
-    changed = RunConfig.from_flat(k=4, candidates=[{"name": "x", "explanation": "y"}])
+    # Same shape and names; the reduction's default became "auto" (issue 16: the default
+    # clusterer changed), so an old default run is not taken for a new one.
+    assert settings_key(1, "g", RunConfig().result_key()) == settings_key(1, "g", {**OLD_DEFAULT_SETTINGS,
+                                                                                   "reduction": "auto"})
+    assert settings_key(1, "g", RunConfig().result_key()) != settings_key(1, "g", OLD_DEFAULT_SETTINGS)
+    changed = RunConfig.from_flat(k=4, reduction="umap", candidates=[{"name": "x", "explanation": "y"}])
     old = {**OLD_DEFAULT_SETTINGS, "k": 4, "seeds": [{"name": "x", "explanation": "y"}]}
     assert settings_key(1, "g", changed.result_key()) == settings_key(1, "g", old)

@@ -59,7 +59,7 @@ def test_run_prints_summary_with_offline_notice(sample_run):
     out = flat(sample_run.stdout)
     assert sample_run.exit_code == 0
     assert flat(OFFLINE_NOTICE) in out
-    assert "explanations are extractive" in out
+    assert "described by words its members contain" in out
     assert f"Run {sample_run.run_id} · complaints · status complete" in out
     assert f"Goal: {GOAL}" in out
     assert f"{N_ROWS} rows → {N_TEXTS} distinct texts ({N_EMPTY} empty, {N_DUPLICATES} duplicate rows)" in out
@@ -67,7 +67,7 @@ def test_run_prints_summary_with_offline_notice(sample_run):
     assert "Explanations" in sample_run.stdout
     for header in ("explanation", "size", "share", "examples"):
         assert header in sample_run.stdout
-    assert f"of {N_ROWS - N_EMPTY} texts" in out
+    assert f"of {N_ROWS - N_EMPTY} non-empty rows" in out
 
 
 def test_run_logs_progress_on_stderr(sample_run):
@@ -193,7 +193,12 @@ def test_show_json(sample_run, cli_invoke):
     assert sizes == sorted(sizes, reverse=True)
     assert sum(sizes) == N_ROWS - N_EMPTY - stats["n_uncovered"]
     for cluster in data["clusters"]:
-        assert cluster["explanation"].startswith("mentions ")
+        # Truthful wording (issue 25): a predicate only when it holds for >= 90% of the members,
+        # else an honest "similar in meaning to …" with the real shares of its words.
+        if cluster["explanation"].startswith("mentions "):
+            assert cluster["truth"] is not None and cluster["truth"] >= 0.9
+        else:
+            assert cluster["explanation"].startswith("similar in meaning to ")
         assert cluster["source"] == "extractive"
         assert 1 <= len(cluster["examples"]) <= 2
         assert cluster["matched"] >= cluster["size"]

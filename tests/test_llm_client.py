@@ -113,7 +113,7 @@ def test_happy_path_uses_json_schema_and_records_the_call(db):
     usage = client.usage()
     assert usage == {"model": "scripted-model", "server": server.base_url, "calls": 1, "cached_calls": 0,
                      "failed_calls": 0, "prompt_tokens": 42, "completion_tokens": 7, "cost_usd": None,
-                     "retries": 0, "structured": "json_schema"}
+                     "retries": 0, "structured": "json_schema", "requests_by_stage": {"assign": 1}}
 
 
 def test_run_id_and_cost_are_recorded(db):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import sqlite3
 from pathlib import Path
 
@@ -198,16 +199,54 @@ def test_resume_command_finishes_a_failed_run(tmp_path, oracle, fresh_db):
     assert out["run_id"] == 1 and out["status"] == "complete" and out["stats"]["coverage"] == 1.0
 
 
-def test_unreachable_server_is_one_line_and_the_run_is_marked_failed(tmp_path, fresh_db):
-    db = fresh_db
+def test_unreachable_server_fails_in_one_line_before_any_work(tmp_path):
+    db = tmp_path / "empty.db"  # nothing cached: any embedding would show in the table
     config = tmp_path / "c.toml"
     config.write_text("[llm]\nmax_retries = 1\ntimeout = 2\n")
+    started = time.perf_counter()
     result = invoke("run", SAMPLE, "--goal", GOAL, "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "m",
                     "--config", config, "--db", db)
     assert result.exit_code == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert re.match(r"textclust: error: .*127\.0\.0\.1:9", last) and "Traceback" not in result.stderr
-    assert query(db, "SELECT status FROM runs") == [("failed",)]
+    assert re.match(r"textclust: error: cannot connect to .*127\.0\.0\.1:9.*server running", last), last
+    assert "Traceback" not in result.stderr
+    # Checked before ingesting, embedding and clustering: no run, no corpus, no embedding stored.
+    if db.exists():
+        assert query(db, "SELECT COUNT(*) FROM runs") == [(0,)]
+        assert query(db, "SELECT COUNT(*) FROM embeddings") == [(0,)]
+    assert "embeddings:" not in result.stderr and "clustering" not in result.stderr
+    assert time.perf_counter() - started < 30
+
+
+def test_a_refused_key_fails_before_any_work(fresh_db):
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            body = json.dumps({"error": {"message": "invalid key", "type": "invalid_request_error"}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = invoke("run", SAMPLE, "--goal", GOAL, "--llm-base-url", f"http://127.0.0.1:{server.server_port}/v1",
+                        "--llm-model", "m", "--db", fresh_db)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("textclust: error:") and "401" in last and "API key" in last, last
+    assert query(fresh_db, "SELECT COUNT(*) FROM runs") == [(0,)]
 
 
 def test_only_candidates_with_the_language_model(tmp_path, oracle, fresh_db):
@@ -293,3 +332,57 @@ def test_python_api_with_a_language_model(oracle, fresh_db):
     assert result.config.model.model == "oracle" and result.config.model.api_key_env == "OPENAI_API_KEY"
     frame = result.to_dataframe()
     assert set(frame.loc[frame["status"] == "covered", "explained_by"]) == {"llm"}
+
+
+class FlakyOracle:
+    """The oracle behind a flaky server: some first requests get a 503 (retried by the client),
+    some first answers are not JSON (repaired by the client). Counts what the server received."""
+
+    def __init__(self, oracle, every_busy: int = 5, every_broken: int = 4):
+        import threading
+        from collections import Counter
+
+        self.oracle = oracle
+        self.every_busy, self.every_broken = every_busy, every_broken
+        self.seen: Counter = Counter()
+        self.received: Counter = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, request):
+        import hashlib
+
+        messages = request["body"]["messages"]
+        task = next(m["content"] for m in messages if m["role"] == "user")
+        stage = "assign" if "\nExplanations:\n" in task else "propose"
+        digest = int(hashlib.sha256(task.encode()).hexdigest(), 16)
+        repair = len(messages) > 2
+        with self.lock:
+            self.received[stage] += 1
+            self.seen[(task, repair)] += 1
+            first = self.seen[(task, repair)] == 1
+        if first and not repair and digest % self.every_busy == 0:
+            return Reply(503, error_body("busy"), headers={"Retry-After": "0"})
+        if first and not repair and stage == "assign" and digest % self.every_broken == 1:
+            return "Sure! Here are the results: {{ not json"
+        # the oracle answers the task (a repair request repeats it, then asks again)
+        return self.oracle({**request, "body": {**request["body"], "messages": messages[:2]}})
+
+
+def test_the_usage_line_counts_every_request_the_server_received(fresh_db, oracle):
+    flaky = FlakyOracle(oracle)
+    with ScriptedServer(flaky) as server:
+        result = invoke(*llm_args(server, fresh_db, "--rounds", "2"))
+        received = dict(flaky.received)
+        total = server.calls
+    assert result.exit_code == 0, result.output
+    assert sum(received.values()) == total
+    rows = query(fresh_db, "SELECT COUNT(*) FROM llm_calls WHERE repair_of IS NOT NULL")
+    assert rows[0][0] > 0  # some answers were repaired
+    assert query(fresh_db, "SELECT SUM(retries) FROM llm_calls")[0][0] > 0  # and some requests retried
+    text = " ".join(result.output.split())  # the console wraps long lines
+    line = text[text.index("Language model"):][:300]
+    found = re.search(r": (\d+) requests sent \((\d+) propose, (\d+) assign", line)
+    assert found, line
+    assert [int(g) for g in found.groups()] == [total, received["propose"], received["assign"]], line
+    stats = json.loads(invoke("show", "latest", "--db", fresh_db, "--json").stdout)["stats"]["llm"]
+    assert stats["calls_by_stage"] == received

@@ -656,9 +656,24 @@ def expected_prompt(part: dict) -> tuple[str, str]:
         prompt = AssignPrompt(GOAL, [tuple(e.split(": ", 1)) for e in part["explanations"]])
         content = prompt.messages([("x", [1], "x")])[1]["content"]
     else:
-        content = propose_messages(GOAL, ["x"] * len(part["items"]), 8)[1]["content"]
+        content = propose_messages(GOAL, ["x"] * len(part["items"]), 8, existing=listed_candidates(part["before"]))
+        content = content[1]["content"]
     before, _, after = split_prompt(content)
     return before, after
+
+
+def listed_candidates(before: str) -> list[tuple[str, str]]:
+    """The candidates so far that a later round's propose prompt lists ("- name: explanation")."""
+    lines = before.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith("Explanations already found (")), None)
+    if start is None:
+        return []
+    listed = []
+    for line in lines[start + 1:]:
+        if not line.startswith("- "):
+            break
+        listed.append(tuple(line[2:].split(": ", 1)))
+    return listed
 
 
 def by_stage(parts: list[dict], key: str) -> dict:

@@ -441,7 +441,17 @@ def test_language_model_usage_and_hierarchy_are_shown_when_recorded(fake_run_db,
     assert "## Hierarchy\n\n- money &lt;problems&gt; (40)\n  - refunds (20)\n  - fees (20)" in md
 
 
-def test_max_listed_limits_the_lists_and_says_so(sample_run, tmp_path, cli_invoke):
+def test_max_listed_limits_the_lists_and_says_so(blobs, tmp_path, cli_invoke):
+    # Scattered texts that HDBSCAN leaves as noise (the default k-means partition leaves none).
+    from conftest import Blobs, build_fake_run
+
+    rng = np.random.default_rng(1)
+    stray = rng.normal(size=(12, blobs.X.shape[1]))
+    stray = (stray / np.linalg.norm(stray, axis=1, keepdims=True)).astype(np.float32)
+    noisy = Blobs(blobs.texts + [f"an unrelated remark number {i}" for i in range(12)], np.vstack([blobs.X, stray]),
+                  np.concatenate([blobs.groups, np.full(12, -1)]), blobs.topics)
+    sample_run = build_fake_run(tmp_path / "hdbscan.db", noisy, k=None, clusterer="hdbscan", reduction="none",
+                                min_cluster_size=5)
     stats = stored_stats(sample_run.db, sample_run.run_id)
     n_uncovered = query(sample_run.db, "SELECT count(*) FROM text_results WHERE run_id = ? AND explanation_id IS NULL",
                         sample_run.run_id)[0][0]
@@ -520,9 +530,10 @@ def typed_result(*, with_model: bool = True, notice: str | None = None, clustere
 
 
 # The Settings line as reports printed it from the flat settings of schema version 3, for the
-# configuration typed_result builds (the same names, order and values).
+# configuration typed_result builds (the same names, order and values; the reduction's default
+# has been "auto" since issue 16).
 LEGACY_SETTINGS_LINE = (
-    "Settings: k=2, clusterer=auto, reduction=umap, n_components=10, min_cluster_size=None, min_samples=5, "
+    "Settings: k=2, clusterer=auto, reduction=auto, n_components=10, min_cluster_size=None, min_samples=5, "
     "max_cluster_share=0.5, embedding_model=all-MiniLM-L6-v2, rounds=None, min_share=0.005, lambda_miss=1.0, "
     "lambda_overlap=0.5, random_state=0, seeds=[{'name': 'Refunds', 'explanation': 'the refund is late'}], "
     "only_candidates=False, llm={'model': 'some-llm-1', 'server': 'http://127.0.0.1:8080/v1', 'temperature': 0.0, "
@@ -649,10 +660,10 @@ def test_typed_summary_and_export(tmp_path):
     console = Console(record=True, width=200, color_system=None)
     print_summary(typed_result(), console)
     out = console.export_text()
-    assert ("Covered 4 of 5 texts (80.0%); uncovered (fit no explanation): 1; in more than one explanation: 1; "
+    assert ("Covered 4 of 5 non-empty rows (80.0%); uncovered (fit no explanation): 1; in more than one explanation: 1; "
             "left as noise by hdbscan clustering: 1; unparsed (the model's answer could not be used): 1") in out
-    assert ("Language model some-llm-1 at http://127.0.0.1:8080/v1: 17 calls sent (3 propose, 14 assign requests "
-            "incl. cached), 3 answered from the cache, 1 failed; 12345 prompt + 678 completion tokens; $0.0421") in out
+    assert ("Language model some-llm-1 at http://127.0.0.1:8080/v1: 19 requests sent (3 propose, 14 assign; 2 retries), "
+            "3 answered from the cache, 1 failed; 12345 prompt + 678 completion tokens; $0.0421") in out
     assert "2 explanations selected from 4 candidates in 2 round(s); embeddings 5 computed, 0 cached; time" in out
     assert "Sub-explanations (depth 2)" in out and "late refund (1): it is late" in out
     console = Console(record=True, width=200, color_system=None)

@@ -142,6 +142,38 @@ class CliError(click.ClickException):
         click.echo(f"textclust: error: {self.message}", err=True)
 
 
+class TextclustGroup(click.Group):
+    """The command group; a usage error (unknown flag, missing option, bad value, unknown command)
+    prints one line like every other error, ``textclust: error: <message> (see textclust <command>
+    --help)``, instead of click's usage block. ``--help`` is unchanged."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:
+            raise _usage_error(err) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            raise _usage_error(err) from None
+
+
+def _usage_error(err: click.UsageError) -> click.ClickException:
+    if isinstance(err, click.exceptions.NoArgsIsHelpError):  # bare `textclust`: click shows the help
+        return err
+    names = []
+    ctx = err.ctx
+    while ctx is not None and ctx.parent is not None:  # the command's path, under the name textclust
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    message = " ".join(err.format_message().split())  # one line, whatever click wrote
+    if message.endswith(".") and not message.endswith(".."):
+        message = message[:-1]
+    return CliError(f"{message} (see {' '.join(['textclust', *reversed(names)])} --help)")
+
+
 def user_errors(command):
     """Turn TextclustError (and stray bugs) into one line on stderr, no traceback."""
 
@@ -235,12 +267,12 @@ def run_options(command):
                      help="Input format (default: from the file extension)."),
         setting_option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
         setting_option("--clusterer", type=click.Choice(list(CLUSTERERS)),
-                       help="auto = k-means when --k is given, else HDBSCAN."),
+                       help="auto = k-means (K chosen by silhouette unless --k is given); hdbscan leaves outliers as noise."),
         setting_option("--reduction", type=click.Choice(list(REDUCTIONS)),
-                       help="Dimensionality reduction before clustering."),
+                       help="Dimensionality reduction before clustering (auto = none with --k, else UMAP)."),
         setting_option("--n-components", type=int, help="Dimensions after reduction."),
         setting_option("--min-cluster-size", type=int,
-                       help="HDBSCAN's smallest cluster (default: max(10, 1% of texts))."),
+                       help="Smallest cluster (default: max(10, 1% of texts)); also caps an automatic K at texts / this."),
         setting_option("--max-cluster-share", type=float,
                        help="HDBSCAN: largest share of the texts one cluster may hold."),
         setting_option("--embedding-model", help="sentence-transformers model name or local folder."),
@@ -297,7 +329,7 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TextclustGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="textclust")
 def cli():
     """Goal-driven, explainable text clustering.
@@ -340,6 +372,18 @@ def run(input_path, db_path, as_json, dry_run, **kwargs):
         return
     run_id = pipeline.run(corpus, kwargs["goal"])
     _print_run(db, run_id, as_json)
+    if not as_json:
+        _say(next_steps(run_id, db_path))
+
+
+def next_steps(run_id: int, db_path) -> str:
+    """Where the run was written and what to run next (the --db only when it is not the default)."""
+    import shlex
+
+    default = os.environ.get("TEXTCLUST_DB", "textclust.db")
+    db = "" if str(db_path) == default else f" --db {shlex.quote(str(db_path))}"
+    return (f"Saved as run {run_id} in {db_path}. Next: textclust show {run_id}{db} · "
+            f"textclust report {run_id}{db} -o report.html · textclust export {run_id}{db} -o clusters.csv")
 
 
 @cli.command()

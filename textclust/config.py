@@ -29,7 +29,7 @@ from .llm.config import LLMConfig
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 CLUSTERERS = ("auto", "hdbscan", "kmeans")
-REDUCTIONS = ("umap", "pca", "none")
+REDUCTIONS = ("auto", "umap", "pca", "none")
 DEFAULT_ROUNDS = {"offline": 2, "model": 3}
 # Shown as the server of a model configured without a base URL (the OpenAI client's default).
 DEFAULT_SERVER = "default (OPENAI_BASE_URL or api.openai.com)"
@@ -42,8 +42,8 @@ class EmbeddingConfig:
 
 @dataclass
 class ClusteringConfig:
-    algorithm: str = "auto"  # auto = k-means when k is given, else hdbscan
-    reduction: str = "umap"
+    algorithm: str = "auto"  # auto = k-means (k given, or K chosen by silhouette); hdbscan on request
+    reduction: str = "auto"  # auto = none for k-means with k given, else umap (measured: README)
     n_components: int = 10
     min_cluster_size: int | None = None  # None = max(10, 1% of texts)
     min_samples: int | None = 5
@@ -135,7 +135,7 @@ class RunConfig:
     def algorithm(self) -> str:
         """The clustering algorithm actually used."""
         if self.clustering.algorithm == "auto":
-            return "kmeans" if self.explaining.k else "hdbscan"
+            return "kmeans"
         return self.clustering.algorithm
 
     @property
@@ -156,8 +156,6 @@ class RunConfig:
                 raise SettingsError(f"asked for {e.k} clusters but the input has only {n_texts} distinct texts")
         validate_clustering(c.algorithm, e.k, c.reduction, c.n_components, c.min_cluster_size, c.max_cluster_share,
                             choices=CLUSTERERS)
-        if c.algorithm == "kmeans" and e.k is None:
-            raise SettingsError("{clusterer} kmeans needs {k}")
         if e.rounds is not None and e.rounds < 1:
             raise SettingsError("{rounds} must be at least 1")
         if not 0 <= e.min_share < 1:

@@ -66,6 +66,7 @@ class Assignment:
     explanation only within this much of its best selected score. ``judged`` marks the
     candidates any text was judged against (only those can be selected); ``failed``
     marks texts whose judgment could not be obtained (a model answer that did not parse).
+    ``affinity`` breaks ties of ``scores``.
     """
 
     scores: np.ndarray
@@ -75,7 +76,12 @@ class Assignment:
     judged: np.ndarray | None = None  # per candidate; None = all
     failed: np.ndarray | None = None  # per text; None = none
     reasons: np.ndarray | None = None  # texts × candidates: why a text fits (object), or None
-    evidence: dict = field(default_factory=dict)  # (text, candidate) -> the model's quote
+    evidence: dict = field(default_factory=dict)  # (text, candidate) -> the model's quote, found in the text
+    unverified: dict = field(default_factory=dict)  # (text, candidate) -> a quote the text does not contain
+    # texts × candidates: how well a text fits, for ranking texts whose scores tie (a model's
+    # "yes" is 1.0 for every match): cosine of text and explanation embeddings. None = no ties
+    # to break (offline scores are similarities already).
+    affinity: np.ndarray | None = None
 
 
 @dataclass
@@ -148,7 +154,9 @@ class ExplainResult:
 
     def primary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per text: index of its best-scoring matching selected candidate (-1 = uncovered),
-        that score (NaN when uncovered), and how many selected candidates it matches."""
+        that score (NaN when uncovered), and how many selected candidates it matches. Among
+        candidates with the same best score, the one of highest ``affinity`` (when the
+        assignment has it), else the first listed."""
         n = self.assignment.scores.shape[0]
         if not self.selected:
             return np.full(n, -1), np.full(n, np.nan), np.zeros(n, dtype=int)
@@ -156,6 +164,10 @@ class ExplainResult:
         scores = self.assignment.scores[:, sel]
         matches = self.final_matches()[:, sel]
         masked = np.where(matches, scores, -np.inf)
+        affinity = self.assignment.affinity
+        if affinity is not None:
+            tied = matches & (masked == masked.max(axis=1, keepdims=True))
+            masked = np.where(tied, affinity[:, sel], -np.inf)
         best = masked.argmax(axis=1)
         covered = matches.any(axis=1)
         index = np.where(covered, sel[best], -1)

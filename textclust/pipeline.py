@@ -24,6 +24,7 @@ from .explain import build_explainer, explainer_name
 from .explain.goal import embed_goal, goal_similarity
 from .explain.hierarchy import tree
 from .interfaces import NOISE, Candidate, Clusterer, Embedder, ExplainResult, ModelClient, RunStore
+from .llm.errors import LLMError, TransientError
 from .stats import RunStats
 from .store.database import settings_key
 
@@ -62,6 +63,7 @@ class Pipeline:
         """Run every stage; returns the run id. On failure the run is marked failed."""
         goal = goal.strip() if isinstance(goal, str) else goal
         self.config.validate(corpus.n_texts, goal)
+        self._check_model_server()
         corpus_id = self.db.save_corpus(corpus)
         key = settings_key(corpus_id, goal, self.config.result_key())
         run_id = self.db.claim_unfinished_run(key)
@@ -97,8 +99,31 @@ class Pipeline:
         self.config.validate(corpus.n_texts, goal)
         self.db.save_corpus(corpus)  # the embedding cache refers to stored texts
         data = self._embed(corpus)
+        self.log("dry run: clustering as the run would, because the model is shown samples drawn "
+                 "across the clusters and the estimate counts those prompts (no model call is made)")
         labels = self._cluster(data.X)
         return explainer.estimate(data.X, data.texts, labels, data.weights, data.user_candidates)
+
+    def _check_model_server(self) -> None:
+        """Before anything is embedded or clustered (minutes on a large corpus), make sure the
+        model server answers and takes the key: a typo in --llm-base-url fails in a second,
+        and leaves no failed run behind. An injected client (tests, the Python API) is trusted."""
+        model = self.config.model
+        if model is None or model.gguf or self.client is not None:
+            return
+        check = getattr(model.make_transport(), "check", None)
+        if check is None:
+            return
+        tries = min(3, model.max_retries + 1)  # a server still starting up gets a few seconds
+        for attempt in range(tries):
+            try:
+                check(timeout=min(model.timeout, 10.0))
+                return
+            except TransientError as err:
+                if attempt == tries - 1:
+                    raise LLMError(f"{err} (is the language model server running? Checked before any work: "
+                                   "nothing was stored)") from None
+                time.sleep(1.0 + attempt)
 
     # --- the stages --------------------------------------------------------------------------
 
@@ -121,9 +146,10 @@ class Pipeline:
         with self._timed(explainer.stage):
             result = explainer.explain(data.X, data.texts, labels, data.weights,
                                        user_candidates=data.user_candidates, goal_vector=goal_vector)
-        self.log(f"explanations: {len(result.selected)} selected of {len(result.candidates)} candidates, "
-                 f"coverage {result.selection.coverage:.1%}")
         stats = self._stats(corpus, goal, labels, data, result, explainer, run_id)
+        # The summary's figure (rows covered by a final match), not the program's own estimate.
+        self.log(f"explanations: {len(result.selected)} selected of {len(result.candidates)} candidates, "
+                 f"coverage {stats.coverage:.1%} of non-empty rows")
         similarity = goal_similarity(result.candidates, goal_vector) if goal_vector is not None else None
         self.db.write_result(run_id, text_ids=data.text_ids, labels=labels, weights=data.weights, result=result,
                              k=self.config.explaining.k, stats=stats, timings=self.timings,
@@ -163,10 +189,16 @@ class Pipeline:
         config = self.config
         clusterer = self._clusterer()
         with self._timed("cluster"):
-            labels = np.asarray(clusterer.fit(X).labels_)
+            self.log(_clustering_plan(clusterer, len(X)))
+            fitted = clusterer.fit(X)
+            labels = np.asarray(fitted.labels_)
             n_clusters = len(set(labels.tolist()) - {NOISE})
-            self.log(f"clusters: {n_clusters} found, {int((labels == NOISE).sum())} distinct texts left as noise "
-                     f"({config.algorithm}, {config.clustering.reduction})")
+            reduction = getattr(fitted, "reduction_", config.clustering.reduction)
+            chosen = " (K chosen by silhouette)" if getattr(fitted, "k_scores_", None) else ""
+            noise = int((labels == NOISE).sum())
+            self.log(f"clusters: {n_clusters} found{chosen}"
+                     + (f", {noise} distinct texts left as noise" if noise else "")
+                     + f" ({config.algorithm}, reduction {reduction})")
         if n_clusters == 0:
             raise SettingsError(
                 "the clustering found no clusters (every text is noise); try {k} N or a smaller {min_cluster_size}"
@@ -260,3 +292,15 @@ def versions() -> dict:
         except PackageNotFoundError:
             result[package] = None
     return result
+
+
+def _clustering_plan(clusterer, n: int) -> str:
+    """What the clustering step is about to do (it can take a while: say so before, not after)."""
+    resolve = getattr(clusterer, "resolved_reduction", None)
+    reduction = resolve() if resolve else getattr(clusterer, "reduction", "")
+    algorithm = getattr(clusterer, "algorithm", type(clusterer).__name__)
+    steps = [f"reducing {n} texts with {reduction.upper()}"] if reduction and reduction != "none" else []
+    if algorithm == "kmeans" and getattr(clusterer, "k", None) is None:
+        steps.append("choosing the number of clusters by silhouette")
+    steps.append(f"clustering with {algorithm}")
+    return "clustering: " + ", then ".join(steps) + "…"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import RunConfig
@@ -35,6 +36,9 @@ class ClusterSummary:
     examples: list[str]
     round: int
     evidence: list[str] = field(default_factory=list)  # the model's quotes from member texts (LLM runs)
+    # An offline "mentions A or B" explanation: the share of its distinct member texts that
+    # mention one of its terms (issue 15: it must be true of them). None: not such a predicate.
+    truth: float | None = None
 
 
 @dataclass
@@ -52,6 +56,14 @@ class RunResult:
     error: str | None
     clusters: list[ClusterSummary] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)  # one per input row, in input order
+    # text id -> cosine of its embedding with the centroid of its explanation's members: ranks
+    # the members whose scores tie (a model's "yes" is 1.0 for all). Not part of the exports.
+    fit: dict = field(default_factory=dict, repr=False)
+
+    def representative_key(self, row: dict) -> tuple:
+        """Sort key of a member row: highest score, then closest to its explanation's members,
+        then input order."""
+        return (-(row["score"] or 0.0), -self.fit.get(row["text_id"], 0.0), row["row_index"])
 
     @property
     def config(self) -> RunConfig:
@@ -77,6 +89,7 @@ class RunResult:
         """JSON-able, with the stats in their stored form (``RunStats.to_dict``)."""
         data = {"notice": self.notice, **asdict(self)}
         data["stats"] = self.stats.to_dict()
+        data.pop("fit")
         if not include_rows:
             data.pop("rows")
         return data
@@ -162,7 +175,8 @@ def load_run(db: Database | str | Path, run_id: int, include_rows: bool = True) 
                 "assigned_by": res.reason if res is not None and exp else None,
             }
         )
-    result.clusters = _summaries(explanations, rows, evidence)
+    result.fit = _fit_to_members(db, result.config.embedding.model, rows)
+    result.clusters = _summaries(explanations, rows, evidence, result.representative_key)
     if include_rows:
         result.rows = rows
     return result
@@ -210,7 +224,37 @@ def _secondary_matches(stored: StoredRun, explanations: dict) -> dict:
     return result
 
 
-def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = None) -> list[ClusterSummary]:
+def _fit_to_members(db, model: str, rows: list[dict]) -> dict[str, float]:
+    """Text id -> cosine of its embedding with the mean embedding of the texts sharing its
+    primary explanation, for explanations whose members' scores tie (else ranking by score
+    is enough). Texts without a cached embedding are left out (ranked after the others)."""
+    members: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r["explanation_id"] is not None and r["score"] is not None:
+            members.setdefault(r["explanation_id"], {})[r["text_id"]] = r["score"]
+    tied = {e: list(m) for e, m in members.items() if len(m) > 1 and len(set(m.values())) < len(m)}
+    if not tied or not model:
+        return {}
+    ids = sorted({t for m in tied.values() for t in m})
+    X, found = db.load_embeddings(model, ids)
+    if X is None:
+        return {}
+    position = {t: i for i, t in enumerate(ids) if found[i]}
+    fit: dict[str, float] = {}
+    for text_ids in tied.values():
+        kept = [t for t in text_ids if t in position]
+        if not kept:
+            continue
+        V = X[[position[t] for t in kept]]
+        V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        centroid = V.mean(axis=0)
+        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
+        fit.update(zip(kept, (V @ centroid).astype(float).tolist()))
+    return fit
+
+
+def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = None,
+               key=lambda r: -(r["score"] or 0)) -> list[ClusterSummary]:
     non_empty = sum(1 for r in rows if r["status"] != "empty")
     by_explanation: dict = {}
     for r in rows:
@@ -218,7 +262,7 @@ def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = Non
     summaries = []
     for exp in (e for e in explanations.values() if e.selected):
         members = by_explanation.get(exp.id, [])
-        by_score = sorted({r["text_id"]: r for r in members}.values(), key=lambda r: -(r["score"] or 0))
+        by_score = sorted({r["text_id"]: r for r in members}.values(), key=key)
         summaries.append(
             ClusterSummary(
                 explanation_id=exp.id,
@@ -233,7 +277,18 @@ def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = Non
                 examples=[r["text"] for r in by_score[:EXAMPLES_PER_CLUSTER]],
                 round=exp.round,
                 evidence=(evidence or {}).get(exp.id, []),
+                truth=_truth(exp, by_score),
             )
         )
     summaries.sort(key=lambda c: -c.size)
     return summaries
+
+
+def _truth(exp, members: list[dict]) -> float | None:
+    """How often an extractive "mentions …" explanation holds for its distinct member texts."""
+    from .explain.truthful import is_predicate, predicate_truth
+
+    if exp.source != "extractive" or not is_predicate(exp.text or ""):
+        return None
+    truth = predicate_truth([r["text"] for r in members], list(exp.terms or []))
+    return None if truth is None else round(truth, 4)

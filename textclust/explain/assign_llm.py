@@ -12,13 +12,16 @@ Frugal by construction:
   server with prefix caching reuses it; only the data block differs.
 
 An answer that does not parse is repaired once by the client and, failing that, its
-texts are recorded as failed ("unparsed"), never mapped anywhere. A text missing from
+texts are recorded as failed ("unparsed"), never mapped anywhere. Each evidence quote is
+checked against its text (case and spacing aside): one the text does not contain is kept
+apart as unverified (the "yes" stands, the quote is not shown as evidence). A text missing from
 an otherwise good answer is asked again once, in a new call, then recorded as failed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,7 +183,8 @@ class Judgments:
 
     def __init__(self, n_texts: int):
         self.scores = np.full((n_texts, 0), np.nan)
-        self.evidence: dict[tuple[int, int], str] = {}
+        self.evidence: dict[tuple[int, int], str] = {}  # verified quotes (found in their text)
+        self.unverified: dict[tuple[int, int], str] = {}  # quotes the text does not contain
         self.failed = np.zeros(n_texts, dtype=bool)
         self.errors: dict[int, str] = {}
 
@@ -191,11 +195,17 @@ class Judgments:
     def add_candidates(self, count: int) -> None:
         self.scores = np.hstack([self.scores, np.full((len(self.scores), count), np.nan)])
 
-    def record(self, text: int, checked: list[int], yes: dict[int, str]) -> None:
+    def record(self, text: int, checked: list[int], yes: dict[int, str], source: str | None = None) -> None:
+        """The answer about ``text`` (whose words are ``source``, to check the quotes against)."""
         self.scores[text, checked] = 0.0
         for j, quote in yes.items():
             self.scores[text, j] = 1.0
-            self.evidence[(text, j)] = quote
+            self.evidence.pop((text, j), None)
+            self.unverified.pop((text, j), None)
+            if source is None or quote_in_text(quote, source):
+                self.evidence[(text, j)] = quote
+            else:  # the judgment stands; the quote is not shown as evidence
+                self.unverified[(text, j)] = quote
         self.failed[text] = False
         self.errors.pop(text, None)
 
@@ -210,6 +220,19 @@ class Judgments:
     @property
     def judged(self) -> np.ndarray:
         return ~np.isnan(self.scores)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def quote_in_text(quote: str, text: str) -> bool:
+    """Whether ``quote`` is in ``text``, case and spacing aside (an empty quote is: explanations
+    about tone or absence may have none). Parts a model left out with "..." or "…" are
+    allowed; surrounding quotation marks and end punctuation are ignored."""
+    haystack = _normalised(text)
+    parts = [p.strip(" \"'“”‘’.,;:!?") for p in re.split(r"\.\.\.|…", _normalised(quote))]
+    return all(p in haystack for p in parts if p)
 
 
 def rank_candidates(X: np.ndarray, V: np.ndarray) -> np.ndarray:
@@ -298,13 +321,13 @@ def _judge_once(client, prompt, requests, texts, state, batch_size, stage, stats
         except BudgetExceeded as err:
             # Keep what was answered before the budget ran out, then stop.
             partial = list(err.partial or [])
-            _record_wave(wave, partial + [None] * (len(wave) - len(partial)), state, stats, missing)
+            _record_wave(wave, partial + [None] * (len(wave) - len(partial)), state, stats, missing, texts)
             raise
-        _record_wave(wave, results, state, stats, missing)
+        _record_wave(wave, results, state, stats, missing, texts)
     return missing
 
 
-def _record_wave(wave, results, state: Judgments, stats: JudgeStats, missing: list) -> None:
+def _record_wave(wave, results, state: Judgments, stats: JudgeStats, missing: list, texts: list[str]) -> None:
     for batch, result in zip(wave, results):
         if result is None:  # never sent (budget): not judged, not failed
             continue
@@ -324,4 +347,4 @@ def _record_wave(wave, results, state: Judgments, stats: JudgeStats, missing: li
             if found is None:
                 missing.append((u, checked))
             else:
-                state.record(u, checked, {number - 1: quote for number, quote in found.items()})
+                state.record(u, checked, {number - 1: quote for number, quote in found.items()}, texts[u])

@@ -40,9 +40,10 @@ EXPLAINER_SEEDED = "offline-seeded"  # only the user's candidates, no model
 EXPLAINER_LLM = "llm"
 
 OFFLINE_NOTICE = (
-    "No language model was configured: explanations are extractive (distinctive words of each "
-    "cluster, those closest in meaning to the goal first) and texts are assigned by embedding "
-    "similarity; the goal orders words and explanations but does not change which texts are grouped."
+    "No language model was configured: texts are grouped by embedding similarity, and each group is "
+    "described by words its members contain (\"mentions A or B\" holds for at least 90% of them) or, "
+    "when no few words do, by its most typical members (\"similar in meaning to …\"); the goal orders "
+    "the explanations but does not change which texts are grouped."
 )
 SEEDED_NOTICE = (
     "Open-set classification into the given explanations ({only_candidates}): no language model; "
@@ -61,6 +62,7 @@ class Explainer:
 
     name = ""
     keep_round_without_gain = False  # see RoundLoop
+    more_rounds_for_k = 0  # see RoundLoop
     notes: list | None = None  # shared with the proposer, so notes keep the order they were made in
 
     def __init__(self, config: RunConfig, *, log=None):
@@ -123,7 +125,8 @@ class Explainer:
         wu = np.bincount(inverse, weights=weights, minlength=len(first))
         proposer, assigner = self.parts(Xu, tu, lu, list(user_candidates), goal_vector)
         loop = RoundLoop(proposer, assigner, self.selector(self.notes), rounds or self.config.rounds,
-                         keep_round_without_gain=self.keep_round_without_gain, log=self.log)
+                         keep_round_without_gain=self.keep_round_without_gain,
+                         more_rounds_for_k=self.more_rounds_for_k, log=self.log)
         result = expand(loop.run(Xu, tu, lu, wu, list(user_candidates)), inverse)
         self.finish(result, X, texts, labels, weights)
         return result
@@ -149,16 +152,35 @@ class OfflineExplainer(Explainer):
         if user_candidates:
             E = np.vstack([c.vector for c in user_candidates]).astype(np.float32)
             user = classify_user_candidates(X, E, random_state=self.config.random_state)
-        assigner = SimilarityAssigner(X, user, beta=self.beta, margin=self.margin)
-        if self.config.explaining.only_candidates:
-            return None, assigner
-        if self.clusterer is None:
+        if self.clusterer is None and not self.config.explaining.only_candidates:
             from ..cluster import EmbeddingClusterer
 
             self.clusterer = EmbeddingClusterer()
+        # Over a partition (k-means) every text goes to its closest selected explanation:
+        # thresholds would only leave texts that k-means did place as "uncovered".
+        partition = bool(getattr(self.clusterer, "is_partition", False)) and not self.config.explaining.only_candidates
+        assigner = SimilarityAssigner(X, user, beta=self.beta, margin=self.margin, partition=partition)
+        if self.config.explaining.only_candidates:
+            return None, assigner
         proposer = ExtractiveProposer(self.clusterer, k=self.config.explaining.k, goal_vector=goal_vector,
                                       embed=self.embed)
         return proposer, assigner
+
+    def finish(self, result, X, texts, labels, weights) -> None:
+        """Word each selected extractive explanation from its final members, so that it is true
+        of them (see :mod:`.truthful`)."""
+        from .truthful import reword
+
+        final = result.final_matches()
+        chosen = [j for j in result.selected if result.candidates[j].source == "extractive"]
+        if not chosen:
+            return
+        members = [np.flatnonzero(final[:, j]) for j in chosen]
+        scores = [result.assignment.scores[idx, j] for idx, j in zip(members, chosen)]
+        preferred = [list(result.candidates[j].terms or []) for j in chosen]
+        for j, wording in zip(chosen, reword(list(texts), members, scores, preferred)):
+            candidate = result.candidates[j]
+            candidate.name, candidate.text, candidate.terms = wording["name"], wording["text"], wording["terms"]
 
     def notice(self, result):
         return SEEDED_NOTICE if self.config.explaining.only_candidates else OFFLINE_NOTICE
@@ -172,6 +194,12 @@ class ModelExplainer(Explainer):
 
     name = EXPLAINER_LLM
     keep_round_without_gain = True
+
+    @property
+    def more_rounds_for_k(self) -> int:
+        """A fixed K short of explanations gets rounds enough to propose K more, plus one."""
+        e = self.config.explaining
+        return 0 if e.k is None else -(-e.k // e.n_explanations) + 1
 
     def __init__(self, config: RunConfig, client: ModelClient | None, embed: Embed, goal: str, *,
                  clusterer: Clusterer | None = None, log=None, restating: np.ndarray | None = None,
@@ -204,6 +232,10 @@ class ModelExplainer(Explainer):
         result = super().explain(X, texts, labels, weights, user_candidates=self._with_vectors(user_candidates),
                                  goal_vector=goal_vector, rounds=rounds)
         result.n_calls = dict(self.tally.n_calls)
+        n = len(result.assignment.unverified)
+        if n:
+            result.notes.append(f"{n} evidence quote{'s were' if n != 1 else ' was'} not found in "
+                                f"{'their' if n != 1 else 'its'} text (recorded as unverified; the judgments stand)")
         return result
 
     def _with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
@@ -235,6 +267,9 @@ class ModelExplainer(Explainer):
         from ..stats import ModelUsage
 
         usage = self.client.usage()
+        # Requests by stage as the server received them (retries and repairs included); a client
+        # that cannot say (a test double) leaves the explainer's count of answers.
+        by_stage = usage.pop("requests_by_stage", None)
         usage["this_process"] = {k: usage[k] for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens")}
         usage.update(store.usage_for_run(run_id))
         model = self.config.model
@@ -242,7 +277,8 @@ class ModelExplainer(Explainer):
         if any(p is not None for p in prices):
             usage["cost_usd"] = round((usage["prompt_tokens"] * (prices[0] or 0.0)
                                        + usage["completion_tokens"] * (prices[1] or 0.0)) / 1e6, 6)
-        usage["calls_by_stage"] = dict(self.tally.n_calls)
+        usage["calls_by_stage"] = ({stage: by_stage.get(stage, 0) for stage in self.tally.n_calls} | by_stage
+                                   if by_stage is not None else dict(self.tally.n_calls))
         return ModelUsage.from_dict(usage)
 
     def check_estimate(self) -> None:
@@ -289,6 +325,8 @@ def expand(result: ExplainResult, inverse: np.ndarray) -> ExplainResult:
         judged=A.judged, failed=None if A.failed is None else A.failed[inverse],
         reasons=None if A.reasons is None else A.reasons[inverse],
         evidence={(i, j): quote for (u, j), quote in A.evidence.items() for i in copies[u]},
+        unverified={(i, j): quote for (u, j), quote in A.unverified.items() for i in copies[u]},
+        affinity=None if A.affinity is None else A.affinity[inverse],
     )
     rounds = [RoundRecord(r.round, r.labels[inverse], r.n_candidates, r.selection) for r in result.rounds]
     return ExplainResult(candidates=result.candidates, assignment=assignment, selection=result.selection,

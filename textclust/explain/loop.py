@@ -8,9 +8,12 @@ embedding similarity; with a model: written proposals and the model's judgments)
   explanation covers (the proposer decides how: re-cluster them, or sample them);
 * after each round the covering program re-selects among all candidates
   (:class:`~textclust.explain.select.Selector`);
+* a round's selection replaces the previous one only when it is better on the latest
+  judgments (a lower objective of the program, and no catch-all merging explanations
+  already selected);
 * the loop stops when the rounds run out, every text is covered, too few texts are left
-  for another explanation (automatic K), the proposer has nothing new, or coverage rose
-  by less than :data:`MIN_COVERAGE_GAIN`;
+  for another explanation (automatic K), the proposer has nothing new, a round did not
+  improve the selection, or coverage rose by less than :data:`MIN_COVERAGE_GAIN`;
 * when a budget runs out (:class:`~textclust.errors.BudgetExceeded`) it selects over what
   has been judged and returns that, marked ``incomplete``.
 
@@ -36,30 +39,40 @@ from ..interfaces import (
     RoundRecord,
     SelectionResult,
 )
-from .select import Selector
+from .select import Selector, merging_candidates
 
 # Coverage must rise by at least this much for another round to be worth it.
 MIN_COVERAGE_GAIN = 0.005
+OBJECTIVE_TOLERANCE = 1e-9  # a tie is no improvement: the earlier selection stays
 STOP_CLASSIFIED = "classified into the given explanations"
 
 
 class RoundLoop:
     """Runs the rounds over distinct texts (``weights``: how many input rows each stands for).
 
-    ``keep_round_without_gain``: when a round raises coverage by less than
-    :data:`MIN_COVERAGE_GAIN`, keep its selection (True) or return the previous round's
-    result (False). The offline explainer has always reverted; the model explainer has kept
-    the round (its answers are paid for) — the issue on choosing explanations revisits this.
+    A later round's selection replaces the earlier one only when it is better on the same
+    judgments (:meth:`_compare`); otherwise the loop stops and says so.
+
+    ``keep_round_without_gain``: when a round ends the loop (no better selection, or coverage
+    rose by less than :data:`MIN_COVERAGE_GAIN`), keep its candidates and judgments with the
+    better selection (True: the model's answers are paid for) or return the previous round's
+    result whole (False: the offline explainer).
+
+    ``more_rounds_for_k``: with a fixed K, rounds the loop may add after ``rounds`` while
+    fewer than K explanations can be selected (each proposes for the texts still uncovered).
     """
 
     def __init__(self, proposer: Proposer | None, assigner: Assigner, selector: Selector, rounds: int, *,
-                 keep_round_without_gain: bool = False, log: Callable[[str], None] | None = None):
+                 keep_round_without_gain: bool = False, more_rounds_for_k: int = 0,
+                 log: Callable[[str], None] | None = None):
         self.proposer = proposer
         self.assigner = assigner
         self.selector = selector
         self.rounds = rounds
         self.keep_round_without_gain = keep_round_without_gain
+        self.more_rounds_for_k = more_rounds_for_k
         self.log = log or (lambda message: None)
+        self.excluded: set[int] = set()  # candidates found to merge selected explanations: never chosen
 
     def run(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray,
             user_candidates: list[Candidate] = ()) -> ExplainResult:
@@ -77,9 +90,11 @@ class RoundLoop:
         attempt_candidates = candidates
         pending = None  # (round, labels, n_new) of a round whose assignment is under way
         round_number = 0
+        limit = self.rounds  # grows when a fixed K still lacks explanations (more_rounds_for_k)
         stop = None
         try:
-            for round_number in range(1, self.rounds + 1):
+            while round_number < limit:
+                round_number += 1
                 pool = None
                 if round_number > 1:
                     pool = ~result.final_matches().any(axis=1)
@@ -103,25 +118,39 @@ class RoundLoop:
                 attempt_candidates = candidates + new
                 pending = (round_number, proposal.labels, len(new))
                 assignment = self.assigner.assign(attempt_candidates)
-                selection = self.selector.select(assignment, weights, n_user)
+                selection = self.selector.select(assignment, weights, n_user, exclude=self.excluded)
+                worse = None
+                if round_number > 1:
+                    selection, worse = self._compare(result.selection, selection, assignment, weights, n_user,
+                                                     round_number)
                 attempt = ExplainResult(
                     candidates=attempt_candidates, assignment=assignment, selection=selection,
                     rounds=result.rounds + [RoundRecord(*pending, selection)],
                     n_user=n_user)
                 pending = None
                 self._log_round(round_number, len(new), merged, attempt)
+                if worse is not None:
+                    # Keep what this round judged (paid for, shown as candidates), not its choice.
+                    stop = worse
+                    if self.keep_round_without_gain:
+                        result, candidates = attempt, attempt_candidates
+                    break
                 if round_number > 1 and selection.coverage < result.selection.coverage + MIN_COVERAGE_GAIN:
                     stop = f"coverage rose by less than {MIN_COVERAGE_GAIN:.1%}"
                     if self.keep_round_without_gain:
                         result, candidates = attempt, attempt_candidates
                     break
                 result, candidates = attempt, attempt_candidates
+                if round_number == limit and self._short_of_k(result) and limit < self.rounds + self.more_rounds_for_k:
+                    limit += 1
             else:
                 stop = f"all {self.rounds} rounds done"
+                if limit > self.rounds:
+                    stop += f" and {_count(limit - self.rounds, 'more round')} to find the {self.selector.k} asked for"
         except BudgetExceeded as err:
             stop = f"budget exceeded: {err.template}"  # settings stay named: readers spell them
             assignment = self.assigner.current(attempt_candidates)
-            selection = self.selector.select(assignment, weights, n_user)
+            selection = self.selector.select(assignment, weights, n_user, exclude=self.excluded)
             records = list(result.rounds)
             if pending is not None:
                 records.append(RoundRecord(*pending, selection))
@@ -135,8 +164,54 @@ class RoundLoop:
         if not result.rounds:  # stopped before round 1 was judged
             result.rounds = [RoundRecord(1, labels.copy(), len(result.candidates), result.selection)]
         result.stop_reason = stop
+        self._note_fixed_k(result, round_number)
         result.notes = list(self.selector.notes)
         return result
+
+    def _short_of_k(self, result: ExplainResult) -> bool:
+        k = self.selector.k
+        return k is not None and len(result.selection.chosen) < k
+
+    def _note_fixed_k(self, result: ExplainResult, round_number: int) -> None:
+        """What the user should know when a fixed K needed more rounds, or could not be met."""
+        k = self.selector.k
+        if k is None:
+            return
+        notes = []
+        if round_number > self.rounds:
+            notes.append(f"proposed in {_count(round_number - self.rounds, 'more round')} than the {self.rounds} "
+                         f"set to find the {k} explanations asked for")
+        if self._short_of_k(result):
+            n = len(result.selection.chosen)
+            notes.append(f"asked for {k} explanations, but after {_count(round_number, 'round')} only {n} "
+                         f"candidates fit at least {self.selector.min_share:.1%} of the texts ({{min_share}}); "
+                         f"selected {n}")
+        for note in notes:
+            self.selector.notes.append(note)
+            self.log(note)
+
+    def _compare(self, previous: SelectionResult, selection: SelectionResult, assignment: Assignment,
+                 weights, n_user: int, round_number: int) -> tuple[SelectionResult, str | None]:
+        """This round's selection if it is better than the previous one, else the previous
+        one re-scored on the latest judgments, and why (None when this round's is better).
+
+        Better means a lower objective of the covering program on the same judgments, without
+        an explanation that merges two or more of those already selected (see
+        :func:`~textclust.explain.select.merging_candidates`): such a catch-all lowers the
+        program's cost by one explanation while saying less about the same texts."""
+        mergers = merging_candidates(selection.chosen, previous.chosen, assignment.matches, weights)
+        if mergers:
+            self.excluded.update(mergers)
+            self.log(f"round {round_number}: left out {_count(len(mergers), 'candidate')} that merge "
+                     "explanations already selected")
+            selection = self.selector.select(assignment, weights, n_user, exclude=self.excluded)
+        earlier = self.selector.rescore(previous.chosen, assignment, weights,
+                                        status=f"kept from round {round_number - 1}")
+        if selection.chosen == earlier.chosen or selection.objective >= earlier.objective - OBJECTIVE_TOLERANCE:
+            why = " (its best choice merged explanations already selected)" if mergers else ""
+            return earlier, (f"round {round_number} did not improve the selection{why}; "
+                             f"kept round {round_number - 1}'s")
+        return selection, None
 
     def _empty(self, candidates, labels, weights, n_user) -> ExplainResult:
         """The result before round 1: nothing judged, nothing selected."""

@@ -3,9 +3,10 @@ the :class:`~textclust.interfaces.Proposer` and :class:`~textclust.interfaces.As
 
 * :class:`ModelProposer` — the model reads ``n_samples`` texts (round 1: drawn across the
   embedding clusters, noise included; later rounds: drawn the same way from the texts still
-  uncovered) and writes up to ``n_explanations`` explanations for the goal; proposals
-  whose embedding is within ``merge_threshold`` (cosine) of an existing candidate, or of an
-  earlier proposal, are merged into it (dropped).
+  uncovered), is shown the candidates so far, and writes up to ``n_explanations``
+  explanations for the goal that they miss; a proposal whose embedding is within
+  ``merge_threshold`` (cosine) of an existing candidate or an earlier proposal, or whose
+  name is the same once normalised (:func:`name_key`), is a duplicate: merged (dropped).
 * :class:`ModelAssigner` — each distinct text is judged against its ``prefilter`` most
   similar candidates it has not been judged against yet, ``batch_size`` texts a call; a
   text with no "yes" at all is escalated to its next ``prefilter`` candidates, up to
@@ -17,6 +18,7 @@ Both count their calls in a shared :class:`CallTally`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -39,6 +41,14 @@ class CallTally:
 
     n_calls: dict = field(default_factory=lambda: {"propose": 0, "assign": 0})
     notes: list = field(default_factory=list)
+
+
+def name_key(name: str) -> str:
+    """A name as compared for duplicates: case, punctuation, a numbered suffix ("(2)") and a
+    plural "s" ignored ("Refund complaints" = "refund complaint")."""
+    name = re.sub(r"\s*\(\d+\)\s*$", "", name.lower())
+    words = re.findall(r"[^\W_]+", name)
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
 
 
 def unit_vectors(embed: Embed, strings: list[str]) -> np.ndarray:
@@ -70,7 +80,8 @@ class ModelProposer:
     def propose(self, context: RoundContext) -> RoundProposal:
         sample = stratified_sample(context.labels, self.n_samples, self.rng, context.pool)
         proposals, result = propose(self.client, self.goal, [context.texts[i] for i in sample],
-                                    self.n_explanations, self.examples, self.max_chars)
+                                    self.n_explanations, self.examples, self.max_chars,
+                                    existing=[(c.name, c.text) for c in context.candidates])
         self.tally.n_calls["propose"] += 1
         if not result.ok:
             self.log(f"round {context.round}: the proposal call failed ({result.error})")
@@ -82,8 +93,8 @@ class ModelProposer:
 
     def _merge(self, proposals: list[Proposal], round_number: int,
                existing: list[Candidate]) -> tuple[list[Candidate], int]:
-        """New candidates from ``proposals``, without those within ``merge_threshold`` of an
-        existing candidate or of an earlier proposal; names made unique."""
+        """New candidates from ``proposals``, without the duplicates of an existing candidate or
+        of an earlier proposal: within ``merge_threshold`` (cosine), or of the same name."""
         if not proposals:
             return [], 0
         E = unit_vectors(self.embed, [p.explanation for p in proposals])
@@ -92,18 +103,15 @@ class ModelProposer:
                                                                                                      np.float32)
         if self.restating is not None:
             known = np.vstack([known, self.restating])
-        names = {c.name.lower() for c in existing}
+        known_names = {name_key(c.name) for c in existing}
         kept: list[Candidate] = []
         merged = 0
         for p, v in zip(proposals, E):
-            if len(known) and float((known @ v).max()) >= self.merge_threshold:
+            if name_key(p.name) in known_names or (len(known) and float((known @ v).max()) >= self.merge_threshold):
                 merged += 1
                 continue
-            name, n = p.name, 2
-            while name.lower() in names:
-                name, n = f"{p.name} ({n})", n + 1
-            names.add(name.lower())
-            kept.append(Candidate(name=name, text=p.explanation, vector=v, source="llm", round=round_number))
+            known_names.add(name_key(p.name))  # so names stay unique, too
+            kept.append(Candidate(name=p.name, text=p.explanation, vector=v, source="llm", round=round_number))
             known = np.vstack([known, v[None, :]])
         return kept, merged
 
@@ -159,7 +167,15 @@ class ModelAssigner:
         reasons[matches] = REASON_LLM
         return Assignment(scores=scores, thresholds=np.full(scores.shape[1], LLM_THRESHOLD), matches=matches,
                           judged=self.state.judged.any(axis=0), failed=self.state.failed.copy(), reasons=reasons,
-                          evidence=dict(self.state.evidence))
+                          evidence=dict(self.state.evidence), unverified=dict(self.state.unverified),
+                          affinity=self._affinity(candidates))
+
+    def _affinity(self, candidates: list[Candidate]) -> np.ndarray:
+        """Cosine of each text with each candidate: every "yes" scores 1.0, so this says which
+        of a text's matches fits it best (its primary explanation)."""
+        if not candidates:
+            return np.zeros((len(self.X), 0), dtype=np.float32)
+        return self.X @ np.vstack([c.vector for c in candidates]).astype(np.float32).T
 
     def describe_work(self) -> str:
         stats = self.last

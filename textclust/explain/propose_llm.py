@@ -43,6 +43,9 @@ PROPOSE_SCHEMA = {
 }
 PROPOSE_SCHEMA_NAME = "proposed_explanations"
 MAX_NAME_CHARS = 80
+# The proposer is shown the candidates so far, so that it proposes what they miss; past this
+# many the prompt would grow with every round for little gain (the latest are shown).
+MAX_LISTED_CANDIDATES = 60
 
 
 def propose_schema(n_explanations: int) -> dict:
@@ -108,15 +111,19 @@ class Proposal:
 
 
 def propose_messages(goal: str, samples: list[str], n_explanations: int, examples=(),
-                     max_chars: int = 1000) -> list[dict]:
-    """System and user messages asking for up to ``n_explanations`` explanations of ``samples``."""
+                     max_chars: int = 1000, existing=()) -> list[dict]:
+    """System and user messages asking for up to ``n_explanations`` explanations of ``samples``
+    that the ``existing`` explanations (``(name, explanation)`` pairs) do not already give."""
     system = render_prompt("propose_system").strip()
+    existing = list(existing)[-MAX_LISTED_CANDIDATES:]  # the latest, when there are very many
     before, after = render_split(
         "propose",
         goal=one_line(goal),
         n_explanations=int(n_explanations),
         n_samples=len(samples),
         examples=[one_line(e) for e in examples if str(e).strip()],
+        existing=[{"name": one_line(name), "text": truncate(one_line(text), MAX_EXPLANATION_CHARS)}
+                  for name, text in existing],
     )
     block = data_block([{"id": k, "text": truncate(t, max_chars)} for k, t in enumerate(samples, 1)])
     return [{"role": "system", "content": system}, {"role": "user", "content": before + block + after}]
@@ -158,9 +165,9 @@ def parse_proposals(data, limit: int | None) -> list[Proposal]:
 
 
 def propose(client, goal: str, samples: list[str], n_explanations: int, examples=(), max_chars: int = 1000,
-            stage: str = "propose"):
+            stage: str = "propose", existing=()):
     """One propose call: ``(proposals, LLMResult)``; no proposals when the call failed."""
-    messages = propose_messages(goal, samples, n_explanations, examples, max_chars)
+    messages = propose_messages(goal, samples, n_explanations, examples, max_chars, existing)
     result = client.complete_json(stage, messages, propose_schema(n_explanations), PROPOSE_SCHEMA_NAME,
                                   validate=validate_proposals)
     proposals = parse_proposals(result.data, n_explanations) if result.ok else []

@@ -22,6 +22,10 @@ from ..errors import SettingsError
 from ..interfaces import Assignment, SelectionResult
 
 STATUS_KEEP_ALL = "seeded (no selection)"
+# A candidate "absorbs" an explanation when it matches at least this share of that
+# explanation's texts; one that absorbs two or more of a selection's explanations is
+# their disjunction (a catch-all), not a better explanation of those texts.
+ABSORB_SHARE = 0.6
 
 
 class Selector:
@@ -29,10 +33,12 @@ class Selector:
 
     Only candidates some text was judged against can be chosen (the user's are always
     kept); with ``max_candidate_share``, a candidate matching more than that share of the
-    texts is left out. A fixed ``k`` larger than the candidates that can be chosen selects
-    them all and says so in ``notes``. Otherwise :func:`select_explanations` solves the
-    covering program: exactly ``k``, or automatic K with a cost of
-    ``min_share · Σ weights · lambda_miss`` per explanation.
+    texts is left out. A fixed ``k`` larger than the candidates that fit at least
+    ``min_share`` of the texts selects those only (never padding with ones that fit almost
+    nothing) and records how many in ``shortfall`` (the round loop then proposes more, and
+    says what happened). Otherwise :func:`select_explanations` solves the covering program:
+    exactly ``k``, or automatic K with a cost of ``min_share · Σ weights · lambda_miss`` per
+    explanation.
     """
 
     def __init__(self, k: int | None = None, min_share: float = 0.005, lambda_miss: float = 1.0,
@@ -45,25 +51,31 @@ class Selector:
         self.max_candidate_share = max_candidate_share
         self.log = log or (lambda message: None)
         self.notes: list[str] = [] if notes is None else notes
+        self.shortfall: int | None = None  # fixed K: how many could be selected, when fewer than k
 
-    def select(self, assignment: Assignment, weights: np.ndarray, n_user: int = 0) -> SelectionResult:
+    def select(self, assignment: Assignment, weights: np.ndarray, n_user: int = 0,
+               exclude=()) -> SelectionResult:
+        """The program's choice; candidates in ``exclude`` (never the user's) cannot be chosen."""
         matches = assignment.matches
         w = np.asarray(weights, dtype=float)
         m = matches.shape[1]
         judged = np.ones(m, dtype=bool) if assignment.judged is None else assignment.judged
-        eligible = [j for j in range(m) if j < n_user or judged[j]]
+        excluded = set(exclude)
+        eligible = [j for j in range(m) if j < n_user or (judged[j] and j not in excluded)]
         if self.max_candidate_share is not None:
             share = (w[:, None] * matches).sum(axis=0) / w.sum()
             eligible = [j for j in eligible if j < n_user or share[j] <= self.max_candidate_share]
+        k = self.k
+        self.shortfall = None
+        if k is not None:
+            # A fixed K is never padded with candidates that fit almost no text.
+            share = (w[:, None] * matches).sum(axis=0) / w.sum()
+            useful = [j for j in eligible if j < n_user or share[j] >= self.min_share]
+            if k > len(useful):
+                self.shortfall = len(useful)
+                eligible, k = useful, len(useful)
         if not eligible:
             return SelectionResult([], float(self.lambda_miss * w.sum()), "no candidates", 0.0)
-        k = self.k
-        if k is not None and k > len(eligible):
-            note = f"asked for {k} explanations but only {len(eligible)} candidates were judged; selected all of them"
-            if note not in self.notes:
-                self.notes.append(note)
-                self.log(note)
-            k = len(eligible)
         result = select_explanations(
             matches[:, eligible], k=k, cost=None if k is not None else self.min_share * w.sum() * self.lambda_miss,
             weights=w, lambda_miss=self.lambda_miss, lambda_overlap=self.lambda_overlap,
@@ -72,12 +84,46 @@ class Selector:
         return SelectionResult(sorted(eligible[c] for c in result.chosen), result.objective, result.status,
                                result.coverage)
 
+    def rescore(self, chosen: list[int], assignment: Assignment, weights: np.ndarray,
+                status: str) -> SelectionResult:
+        """The program's objective of an earlier choice, on the latest judgments (so that two
+        rounds' selections are compared on the same evidence)."""
+        w = np.asarray(weights, dtype=float)
+        A = assignment.matches[:, list(chosen)]
+        y = A.sum(axis=1)
+        z = np.where(y == 0, self.lambda_miss, self.lambda_overlap * np.maximum(y - 1, 0))
+        cost = 0.0 if self.k is not None else self.min_share * w.sum() * self.lambda_miss * len(chosen)
+        return SelectionResult(sorted(chosen), float((w * z).sum() + cost), status, float(w[y > 0].sum() / w.sum()))
+
     def keep_all(self, assignment: Assignment, weights: np.ndarray) -> SelectionResult:
         """Every candidate kept (the user's own, with nothing proposed)."""
         w = np.asarray(weights, dtype=float)
         covered = assignment.matches.any(axis=1)
         return SelectionResult(list(range(assignment.matches.shape[1])), float(w[~covered].sum()), STATUS_KEEP_ALL,
                                float(w[covered].sum() / w.sum()))
+
+
+def merging_candidates(new: list[int], previous: list[int], matches: np.ndarray,
+                       weights: np.ndarray) -> list[int]:
+    """The candidates of the ``new`` selection that absorb (see :data:`ABSORB_SHARE`) two or
+    more explanations of the ``previous`` selection that the new one drops: each stands for a
+    disjunction of explanations already found ("A or B"), and covers their texts at a coarser
+    grain, so the program's lower cost for it (one explanation instead of two) is no gain."""
+    w = np.asarray(weights, dtype=float)
+    dropped = [p for p in previous if p not in new]
+    out = []
+    for c in new:
+        if c in previous:
+            continue
+        absorbed = 0
+        for p in dropped:
+            members = matches[:, p]
+            size = w[members].sum()
+            if size > 0 and w[members & matches[:, c]].sum() >= ABSORB_SHARE * size:
+                absorbed += 1
+        if absorbed >= 2:
+            out.append(c)
+    return out
 
 
 def select_explanations(

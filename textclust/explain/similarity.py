@@ -9,6 +9,13 @@ every candidate whose threshold it reaches *and* whose score is within ``margin`
 of the text's best score, so it may match several (near-ties) or none. The margin
 keeps one broad candidate from matching everything, which would otherwise let the
 selection program collapse to a single explanation (measured: see README).
+
+In ``partition`` mode (offline runs over a k-means clustering) there are no thresholds: every
+text fits the candidate it is most similar to, and once the explanations are chosen, the
+*selected* one it is most similar to (see
+:meth:`~textclust.interfaces.ExplainResult.final_matches`). Calibrated thresholds left 5–12%
+of the texts uncovered, and every one of those is a wrong answer to "which group is this in?"
+(measured with ``bench/quality.py``: see README).
 """
 
 from __future__ import annotations
@@ -20,10 +27,18 @@ from .thresholds import DEFAULT_THRESHOLD, calibrate_threshold
 from .user_classifier import UserCandidateAssignment
 
 
-def assign(X: np.ndarray, candidates: list[Candidate], beta: float = 1.0, margin: float | None = None) -> Assignment:
+NO_THRESHOLD = -2.0  # below any cosine similarity: the partition's "every text fits"
+
+
+def assign(X: np.ndarray, candidates: list[Candidate], beta: float = 1.0, margin: float | None = None,
+           partition: bool = False) -> Assignment:
     vectors = np.vstack([c.vector for c in candidates]).astype(np.float32)
     scores = X @ vectors.T
     thresholds = np.empty(len(candidates), dtype=np.float64)
+    if partition:
+        thresholds[:] = NO_THRESHOLD
+        matches = scores >= scores.max(axis=1, keepdims=True)
+        return Assignment(scores=scores, thresholds=thresholds, matches=matches)
     for j, cand in enumerate(candidates):
         if cand.calibration_labels is None or cand.source_cluster is None:
             thresholds[j] = DEFAULT_THRESHOLD
@@ -59,20 +74,22 @@ def join_user_candidates(user: UserCandidateAssignment, proposed: Assignment | N
 class SimilarityAssigner:
     """The offline :class:`~textclust.interfaces.Assigner`: cosine similarity to each proposed
     candidate with calibrated thresholds and a ``margin``, and the user's candidates as the
-    offline classifier of :mod:`.user_classifier` judged them (``user``, computed once)."""
+    offline classifier of :mod:`.user_classifier` judged them (``user``, computed once).
+    ``partition``: every text goes to its most similar proposed candidate (see module docstring)."""
 
     def __init__(self, X: np.ndarray, user: UserCandidateAssignment | None = None, beta: float = 2.0,
-                 margin: float | None = 0.05):
+                 margin: float | None = 0.05, partition: bool = False):
         self.X = X
         self.user = user
         self.beta = beta
-        self.margin = margin
+        self.partition = partition
+        self.margin = 0.0 if partition else margin  # the best selected candidate only
         self._last: Assignment | None = None
 
     def assign(self, candidates: list[Candidate]) -> Assignment:
         n_user = 0 if self.user is None else self.user.matches.shape[1]
         proposed = candidates[n_user:]
-        result = assign(self.X, proposed, self.beta, self.margin) if proposed else None
+        result = assign(self.X, proposed, self.beta, self.margin, self.partition) if proposed else None
         if n_user:
             result = join_user_candidates(self.user, result)
         result.margin = self.margin

@@ -40,7 +40,7 @@ from typing import Callable
 
 from .config import LLMConfig
 from .errors import BudgetExceeded, LLMError, PermanentError, TransientError, UnsupportedFormat, scrub
-from .parse import ParseError, SchemaMismatch, check_schema, parse_json
+from .parse import ParseError, SchemaMismatch, check_schema, coerce_scalars, parse_json
 from .record import CallRow, Recorder, cache_key
 from .transport import ChatResponse, Transport, url_secrets
 
@@ -110,6 +110,9 @@ class LLMClient:
         else:
             self._mode = config.structured
         self._calls = self._cached_calls = self._failed_calls = self._retries = 0
+        # Every HTTP request handed to the transport, by stage: retries, repairs and requests
+        # a server refused for their structured-output mode included (what the server received).
+        self._requests_by_stage: dict[str, int] = {}
         self._prompt_tokens = self._completion_tokens = 0
         self._in_flight = self._in_flight_tokens = 0
         self._stop = threading.Event()  # set when complete_many is interrupted: no more attempts
@@ -210,6 +213,7 @@ class LLMClient:
                 "cost_usd": cost,
                 "retries": self._retries,
                 "structured": self._mode,
+                "requests_by_stage": dict(self._requests_by_stage),
             }
 
     def is_cached(self, messages: list[dict], schema: dict, schema_name: str) -> bool:
@@ -296,6 +300,8 @@ class LLMClient:
             if self._stop.is_set():
                 raise _Failed(LLMError("interrupted before the request was sent"), attempt, None, waited)
             started = time.perf_counter()
+            with self._lock:
+                self._requests_by_stage[stage] = self._requests_by_stage.get(stage, 0) + 1
             try:
                 answer = self.transport.chat(model=config.model, messages=messages, temperature=config.temperature,
                                              seed=config.seed, max_tokens=config.max_output_tokens,
@@ -398,7 +404,7 @@ class LLMClient:
             cut = " (cut at max_output_tokens)" if answer.finish_reason == "length" else ""
             return _Outcome(None, f"empty reply{cut}", False, None, False, text)
         try:
-            data = parse_json(text)
+            data = coerce_scalars(parse_json(text), schema)  # "3" for 3 is no reason to repair
             check_schema(data, schema)
         except ParseError as err:
             cut = " (the answer was cut at max_output_tokens)" if answer.finish_reason == "length" else ""

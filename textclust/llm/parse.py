@@ -6,7 +6,8 @@ typographic quotes. :func:`parse_json` copes with those; what it cannot read rai
 :class:`ParseError` with a short reason that the repair request quotes back to the model.
 :func:`check_schema` checks the common subset of JSON Schema (type, required, properties,
 items, enum, minItems/maxItems, anyOf/oneOf) so a well-formed answer of the wrong shape
-is caught too.
+is caught too. Before that check, :func:`coerce_scalars` forgives the scalar types
+models often get wrong (explanation numbers given as ``"3"``).
 """
 
 from __future__ import annotations
@@ -186,6 +187,25 @@ def check_schema(value: object, schema: dict, path: str = "$") -> None:
         if isinstance(items, dict):
             for i, item in enumerate(value):
                 check_schema(item, items, f"{path}[{i}]")
+
+
+def coerce_scalars(value: object, schema: dict) -> object:
+    """``value`` with the numbers a model commonly gives as text set to the schema's type: a
+    digit string (``"3"``, ``" 3"``) or a whole float where an integer is wanted. Everything
+    else is left for :func:`check_schema` to judge."""
+    if not isinstance(schema, dict):
+        return value
+    wanted = schema.get("type")
+    if wanted == "integer" and isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if wanted == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        return {k: coerce_scalars(v, properties[k]) if k in properties else v for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce_scalars(item, schema["items"]) for item in value]
+    return value
 
 
 def _kind(value: object) -> str:

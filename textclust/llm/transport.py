@@ -119,6 +119,24 @@ class OpenAITransport:
             return self._to_response(completion)
         raise PermanentError(f"{self.server} refused the request parameters")  # pragma: no cover
 
+    def check(self, timeout: float = 10.0) -> None:
+        """Fail now, before any heavy work, when the server cannot be reached or refuses the
+        key (``GET /models``: free, and served by OpenAI, vLLM, llama.cpp and Ollama). Any
+        other answer, a 404 included (a server without that route), counts as reachable."""
+        try:
+            self._client.models.list(timeout=timeout)
+        except self._openai.APIStatusError as err:
+            if err.status_code in (401, 403):
+                raise self._map_status_error(err, None) from None
+        except self._openai.APITimeoutError:
+            raise TransientError(f"no reply within {timeout:g}s (timeout) from {self.server}") from None
+        except self._openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            raise TransientError(f"cannot connect to {self.server}: {self._scrub(_one_line(cause))}",
+                                 connection=True) from None
+        except (self._openai.APIError, ValueError, TypeError):
+            pass  # it answered, if oddly: the chat calls will say more
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:

@@ -109,10 +109,13 @@ def _best_matches(table: np.ndarray, names: list[str], other: list[str], axis: i
 
 
 def print_comparison(data: dict, console=None) -> None:
-    """The comparison as rich tables (colour on a terminal, plain text when piped)."""
+    """The comparison as rich tables (colour on a terminal, plain text when piped). The contingency
+    table is a grid when it fits the terminal, else a list of its non-zero cells."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from .summary import fits_width
 
     console = console or Console(soft_wrap=False)
     a, b = data["run_a"], data["run_b"]
@@ -126,27 +129,56 @@ def print_comparison(data: dict, console=None) -> None:
         f"Adjusted mutual information [bold]AMI {data['ami']:.3f}[/bold] (NMI {data['nmi']:.3f}, ARI {data['ari']:.3f}) "
         f"over {data['n']} {data['unit']}. 1 = the same grouping, 0 = no more alike than chance."
     )
-    table = Table(title=f"Contingency table ({data['unit']}): rows = run A, columns = run B", show_lines=False)
-    table.add_column("A \\ B")
-    for j, _ in enumerate(data["columns"], start=1):
-        table.add_column(f"B{j}", justify="right")
-    table.add_column("total", justify="right", style="bold")
     matrix = np.asarray(data["table"])
-    for i, (name, row) in enumerate(zip(data["rows"], matrix), start=1):
+    title = f"Contingency table ({data['unit']}): rows = run A, columns = run B"
+    labels = [f"A{i} {escape(_clip(name))}" for i, name in enumerate(data["rows"], start=1)]
+    table = Table(title=title, show_lines=False)
+    # Row labels wrap (but keep their first words, MIN_LABEL characters, on a line).
+    table.add_column("A \\ B", overflow="fold", min_width=min(MIN_LABEL, max(len(label) for label in labels)))
+    for j, _ in enumerate(data["columns"], start=1):
+        table.add_column(f"B{j}", justify="right", no_wrap=True)
+    table.add_column("total", justify="right", style="bold", no_wrap=True)
+    for label, row in zip(labels, matrix):
         peak = row.max()
         cells = [(f"[bold]{v}[/bold]" if v and v == peak else ("·" if v == 0 else str(v))) for v in row]
-        table.add_row(f"A{i} {escape(_clip(name))}", *cells, str(int(row.sum())))
+        table.add_row(label, *cells, str(int(row.sum())))
     table.add_row("total", *[str(int(v)) for v in matrix.sum(axis=0)], str(int(matrix.sum())), style="bold")
-    console.print(table)
+    if fits_width(console, table):
+        console.print(table)
+    else:  # too many of run B's explanations for a grid here: one line per non-zero cell
+        console.print(_cell_list(data, matrix, title.replace("Contingency table", "Contingency table as a list")))
     legend = Table(title="Run B's columns", show_header=True)
-    legend.add_column("column")
-    legend.add_column("explanation of run B")
-    legend.add_column("size", justify="right")
-    legend.add_column("mostly from run A", justify="left")
+    legend.add_column("column", no_wrap=True)
+    legend.add_column("explanation of run B", overflow="fold")
+    legend.add_column("size", justify="right", no_wrap=True)
+    legend.add_column("mostly from run A", justify="left", overflow="fold")
     for j, match in enumerate(data["best_match_b"], start=1):
         legend.add_row(f"B{j}", escape(match["label"]), str(match["size"]),
                        f"{escape(_clip(match['best']))} ({match['share']:.0%})")
     console.print(legend)
+
+
+MIN_LABEL = 24  # the narrowest row label of a contingency grid; narrower terminals get the list
+
+
+def _cell_list(data: dict, matrix: np.ndarray, title: str):
+    """The contingency table's non-zero cells, by row of run A: "A1 name (total) | B2 name | n"."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("run A", overflow="fold")
+    table.add_column("run B", overflow="fold")
+    table.add_column("n", justify="right", no_wrap=True)
+    for i, (name, row) in enumerate(zip(data["rows"], matrix), start=1):
+        label = f"A{i} {escape(_clip(name))} ({int(row.sum())})"
+        peak = row.max()
+        for j in sorted(np.flatnonzero(row), key=lambda j: -row[j]):
+            count = f"[bold]{row[j]}[/bold]" if row[j] == peak else str(row[j])
+            table.add_row(label, f"B{j + 1} {escape(_clip(data['columns'][j]))}", count)
+            label = ""  # the row's name once, on its first cell
+    table.add_row("total", "", str(int(matrix.sum())), style="bold")
+    return table
 
 
 def _clip(text: str, limit: int = 40) -> str:

@@ -67,7 +67,8 @@ def report_markdown(r: dict) -> str:
     for e in r["explanations"]:
         lines += ["", f"### {e['number']}. {md_cell(e['name'])}", "", md_cell(e["explanation"]), "",
                   f"- size: {e['size']:,} rows ({_pct(e['share'])}); matched by {e['matched']:,} texts including "
-                  f"secondary matches; mean assignment score {e['mean_score']:.3f}; {md_cell(e['source'])}"]
+                  f"secondary matches; mean assignment score {e['mean_score']:.3f}; {md_cell(e['source'])}"
+                  + (f"; true of {_pct(e['truth'])} of its texts" if e.get("truth") is not None else "")]
         if e["terms"]:
             lines.append("- distinctive terms: " + ", ".join(f"`{md_cell(t).replace('`', '')}`" for t in e["terms"]))
         if e["representative"]:

@@ -160,7 +160,7 @@ def _summary(result: RunResult) -> dict:
             "rounds": stats.rounds_used,
         },
         # Runs stored before stats recorded the clusterer: the one their settings chose.
-        "clusterer": stats.clusterer or config.algorithm,
+        "clusterer": stats.clusterer or _legacy_algorithm(config),
     }
 
 
@@ -192,7 +192,7 @@ def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
     items = []
     for i, c in enumerate(result.clusters, start=1):
         members = _distinct(by_explanation.get(c.explanation_id, []))
-        members.sort(key=lambda r: (-(r["score"] or 0.0), r["row_index"]))
+        members.sort(key=result.representative_key)  # ties of the model's scores: closest to the members first
         items.append(
             {
                 "number": i,
@@ -206,6 +206,7 @@ def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
                 "matched": c.matched,
                 "mean_score": c.mean_score,
                 "terms": list(c.terms),
+                "truth": c.truth,  # share of members a "mentions …" explanation is true of
                 "representative": [
                     {"text": r["text"], "score": r["score"], "n_rows": r["n_rows"]}
                     for r in members[: options.representative]
@@ -299,3 +300,11 @@ def _reduce(X: np.ndarray, options: ReportOptions) -> tuple[np.ndarray, str]:
 
 def _clip(text: str, limit: int = HOVER_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _legacy_algorithm(config) -> str:
+    """The clusterer of a run stored before its stats recorded one: then, "auto" meant
+    k-means with a given K and HDBSCAN without (every newer run records what it used)."""
+    if config.clustering.algorithm == "auto":
+        return "kmeans" if config.explaining.k else "hdbscan"
+    return config.clustering.algorithm
