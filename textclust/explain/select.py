@@ -43,7 +43,7 @@ class Selector:
 
     def __init__(self, k: int | None = None, min_share: float = 0.005, lambda_miss: float = 1.0,
                  lambda_overlap: float = 0.5, max_candidate_share: float | None = None,
-                 log=None, notes: list | None = None):
+                 log=None, notes: list | None = None, reject_catch_alls: bool = False):
         self.k = k
         self.min_share = min_share
         self.lambda_miss = lambda_miss
@@ -52,6 +52,10 @@ class Selector:
         self.log = log or (lambda message: None)
         self.notes: list[str] = [] if notes is None else notes
         self.shortfall: int | None = None  # fixed K: how many could be selected, when fewer than k
+        # With a model: a broad or merged proposal ("General statements", "A or B") is left out
+        # when specific candidates cover its texts (see catch_alls); offline candidates are
+        # cluster descriptions and need no such rule.
+        self.reject_catch_alls = reject_catch_alls
 
     def select(self, assignment: Assignment, weights: np.ndarray, n_user: int = 0,
                exclude=()) -> SelectionResult:
@@ -65,6 +69,12 @@ class Selector:
         if self.max_candidate_share is not None:
             share = (w[:, None] * matches).sum(axis=0) / w.sum()
             eligible = [j for j in eligible if j < n_user or share[j] <= self.max_candidate_share]
+        if self.reject_catch_alls:
+            broad = catch_alls([j for j in eligible if j >= n_user], matches, w)
+            if broad:
+                self.log(f"selection: {len(broad)} catch-all candidate{'s' if len(broad) != 1 else ''} left out "
+                         "(each stands for two or more specific candidates that cover its texts)")
+                eligible = [j for j in eligible if j not in broad]
         k = self.k
         self.shortfall = None
         if k is not None:
@@ -101,6 +111,30 @@ class Selector:
         covered = assignment.matches.any(axis=1)
         return SelectionResult(list(range(assignment.matches.shape[1])), float(w[~covered].sum()), STATUS_KEEP_ALL,
                                float(w[covered].sum() / w.sum()))
+
+
+def catch_alls(candidates: list[int], matches: np.ndarray, weights: np.ndarray) -> set[int]:
+    """The candidates that are disjunctions of others: each absorbs (see :data:`ABSORB_SHARE`)
+    two or more smaller candidates, and those together cover at least ``ABSORB_SHARE`` of its
+    own texts. Such a candidate ("General statements", "positive or negative opinion") lowers
+    the program's cost by one explanation while saying less; the specific ones it contains say
+    the same of the same texts. A broad candidate whose texts the smaller ones do not cover
+    is kept: then it may be the honest answer."""
+    w = np.asarray(weights, dtype=float)
+    size = {j: w[matches[:, j]].sum() for j in candidates}
+    out = set()
+    for c in candidates:
+        members = matches[:, c]
+        if size[c] <= 0:
+            continue
+        inside = [p for p in candidates if p != c and 0 < size[p] < size[c]
+                  and w[matches[:, p] & members].sum() >= ABSORB_SHARE * size[p]]
+        if len(inside) < 2:
+            continue
+        covered = members & matches[:, inside].any(axis=1)
+        if w[covered].sum() >= ABSORB_SHARE * size[c]:
+            out.add(c)
+    return out
 
 
 def merging_candidates(new: list[int], previous: list[int], matches: np.ndarray,

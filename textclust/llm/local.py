@@ -205,7 +205,13 @@ def avoid_weight_repacking() -> bool:
     advertise AMX without fully supporting it (seen on this project's CI machines), the
     repacked kernels crash the whole process with a general protection fault in
     libggml-cpu, with no error to catch; without repacking the model runs, somewhat slower.
-    Returns whether repacking is now avoided. Also used by the tests for the llama.cpp server."""
+    Returns whether repacking is now avoided. Also used by the tests for the llama.cpp server.
+
+    Not needed with the project's prebuilt wheel (``../shared/wheels``, built with
+    ``GGML_NATIVE=OFF``: AVX2 kernels only, no AMX): kept for users' own native builds, which
+    compile the AMX kernels on a machine that advertises AMX. (This session's machine did
+    not advertise AMX, so the crash could not be re-checked; the 9 llama tests passed with
+    the prebuilt wheel and repacking on.)"""
     if os.environ.get(REPACK_ENV) == "1" or not cpu_advertises_amx():
         return False
     import llama_cpp.llama_cpp as native
