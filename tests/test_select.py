@@ -284,3 +284,26 @@ def test_one_near_duplicate_inside_is_not_a_catch_all():
 
     A = matrix(100, [set(range(0, 40)), set(range(0, 35)), set(range(50, 90))])
     assert catch_alls([0, 1, 2], A, np.ones(100)) == set()
+
+
+def test_a_broad_statement_spread_over_specific_candidates_is_a_catch_all():
+    """ "Asks a question": true of a third of the texts of every kind. Its texts are spread over
+    five specific candidates (no one holds half of them) that cover them: it is left out, and
+    the program then picks the specific ones."""
+    from textclust.explain.select import Selector, catch_alls
+
+    groups = [set(range(g * 20, g * 20 + 20)) for g in range(5)]
+    broad = {t for grp in groups for t in sorted(grp)[:7]}  # 35 texts, 7 of each group
+    A = matrix(100, groups + [broad])
+    w = np.ones(100)
+    assert catch_alls(list(range(6)), A, w) == {5}
+    assert Selector(min_share=0.05, reject_catch_alls=True).select(_assignment(A), w).chosen == [0, 1, 2, 3, 4]
+
+
+def test_a_two_way_disjunction_is_a_catch_all():
+    """ "positive or negative opinion" over two halves: each half holds more than half of it, so
+    it is not spread thin, but both lie inside it: a disjunction, left out."""
+    from textclust.explain.select import catch_alls
+
+    A = matrix(100, [set(range(0, 48)), set(range(50, 98)), set(range(0, 95))])
+    assert catch_alls([0, 1, 2], A, np.ones(100)) == {2}

@@ -142,10 +142,26 @@ class CliError(click.ClickException):
         click.echo(f"textclust: error: {self.message}", err=True)
 
 
+class TextclustCommand(click.Command):
+    """A command whose usage errors always know their command: click raises some parser errors
+    ("Option '--format' requires an argument", "… does not take a value") without a context, and
+    the one-line message would then point at ``textclust --help`` instead of the command's."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            if err.ctx is None:
+                err.ctx = ctx
+            raise
+
+
 class TextclustGroup(click.Group):
     """The command group; a usage error (unknown flag, missing option, bad value, unknown command)
     prints one line like every other error, ``textclust: error: <message> (see textclust <command>
     --help)``, instead of click's usage block. ``--help`` is unchanged."""
+
+    command_class = TextclustCommand
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -484,9 +500,14 @@ def show(run_id, db_path, as_json):
     _print_run(db, _run_id(db, run_id), as_json)
 
 
+FORMAT_NAMES = {"csv": "CSV", "json": "JSON", "md": "Markdown"}
+
+
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "md"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "md"]),
+              help="Default: from the -o file's extension (.csv, .json, .md or .markdown); csv on standard "
+                   "output or for any other extension.")
 @click.option("-o", "--output", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="File to write; - is standard output.")
 @DB_OPTION
@@ -495,8 +516,14 @@ def export(run_id, fmt, output, db_path):
     """Write one row per input row with its cluster and explanation (CSV, JSON or Markdown),
     of RUN_ID (or latest), to a file or standard output."""
     from .report import export_run
+    from .report.export import export_format_of
     from .results import load_run
 
+    named = None if output == "-" else export_format_of(output)  # the format the file's extension names
+    if fmt and named and fmt != named:
+        raise TextclustError(f"--format {fmt} contradicts -o {output}, whose extension means {named}: "
+                             f"drop --format, or name the file .{fmt}")
+    fmt = fmt or named or "csv"
     db = _existing_db(db_path)
     run_id = _run_id(db, run_id)
     result = load_run(db, run_id)
@@ -505,7 +532,8 @@ def export(run_id, fmt, output, db_path):
         _say(f"wrote {len(result.rows)} rows of run {run_id} to standard output")
         return
     export_run(result, fmt, output, spell=flag_for)
-    _say(f"wrote {len(result.rows)} rows of run {run_id} to {output}")
+    # The format is said when the extension did not name it (rows.txt, clusters).
+    _say(f"wrote {len(result.rows)} rows of run {run_id} to {output}" + ("" if named else f" as {FORMAT_NAMES[fmt]}"))
 
 
 @cli.command(name="eval")

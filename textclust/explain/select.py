@@ -114,12 +114,21 @@ class Selector:
 
 
 def catch_alls(candidates: list[int], matches: np.ndarray, weights: np.ndarray) -> set[int]:
-    """The candidates that are disjunctions of others: each absorbs (see :data:`ABSORB_SHARE`)
-    two or more smaller candidates, and those together cover at least ``ABSORB_SHARE`` of its
-    own texts. Such a candidate ("General statements", "positive or negative opinion") lowers
-    the program's cost by one explanation while saying less; the specific ones it contains say
-    the same of the same texts. A broad candidate whose texts the smaller ones do not cover
-    is kept: then it may be the honest answer."""
+    """The candidates that stand for many others rather than for something of their own.
+
+    A candidate is a catch-all when smaller candidates cover at least ``ABSORB_SHARE`` of its
+    texts between them, and no one of them covers half of them (that one would be a
+    paraphrase or a part, not evidence of breadth). Two shapes meet this:
+
+    * a disjunction ("A or B", "positive or negative opinion"): the smaller A and B lie
+      inside it and cover it;
+    * a broad statement true of some texts of every kind ("Asks a question", "General
+      statements"): its texts are spread over many specific candidates, each of which
+      explains them more precisely.
+
+    Either lowers the program's cost (one explanation instead of several) while saying less.
+    A broad candidate whose texts the smaller ones do not cover is kept: then it may be the
+    honest answer."""
     w = np.asarray(weights, dtype=float)
     size = {j: w[matches[:, j]].sum() for j in candidates}
     out = set()
@@ -127,12 +136,18 @@ def catch_alls(candidates: list[int], matches: np.ndarray, weights: np.ndarray) 
         members = matches[:, c]
         if size[c] <= 0:
             continue
-        inside = [p for p in candidates if p != c and 0 < size[p] < size[c]
-                  and w[matches[:, p] & members].sum() >= ABSORB_SHARE * size[p]]
-        if len(inside) < 2:
+        smaller = [p for p in candidates if p != c and 0 < size[p] < size[c]]
+        if len(smaller) < 2:
             continue
-        covered = members & matches[:, inside].any(axis=1)
-        if w[covered].sum() >= ABSORB_SHARE * size[c]:
+        inside = matches[:, smaller] & members[:, None]
+        parts = np.array([w[inside[:, i]].sum() for i in range(len(smaller))])
+        # A disjunction: two or more smaller candidates lie (mostly) inside it.
+        absorbed = [i for i, p in enumerate(smaller) if parts[i] >= ABSORB_SHARE * size[p]]
+        covered_by_absorbed = w[inside[:, absorbed].any(axis=1)].sum() if absorbed else 0.0
+        disjunction = len(absorbed) >= 2 and covered_by_absorbed >= ABSORB_SHARE * size[c]
+        # A broad statement: spread over smaller candidates, none holding half of it.
+        spread = w[inside.any(axis=1)].sum() >= ABSORB_SHARE * size[c] and parts.max() <= 0.5 * size[c]
+        if disjunction or spread:
             out.add(c)
     return out
 

@@ -13,6 +13,14 @@ from .markdown import md_cell, report_markdown
 from .model import ReportOptions, Spell, report_from_result, spelled_result
 
 EXPORT_FORMATS = ("csv", "json", "md")
+# The extensions that name an export format (compared in lower case).
+EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".md": "md", ".markdown": "md"}
+
+
+def export_format_of(path: str | Path) -> str | None:
+    """The export format the extension of ``path`` names (.csv, .json, .md or .markdown, in any
+    case), or None for any other extension."""
+    return EXPORT_SUFFIXES.get(Path(path).suffix.lower())
 
 
 def export_run(result: RunResult, fmt: str, path: str | Path | TextIO, spell: Spell | None = None) -> None:
