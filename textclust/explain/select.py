@@ -73,7 +73,7 @@ class Selector:
             broad = catch_alls([j for j in eligible if j >= n_user], matches, w)
             if broad:
                 self.log(f"selection: {len(broad)} catch-all candidate{'s' if len(broad) != 1 else ''} left out "
-                         "(each stands for two or more specific candidates that cover its texts)")
+                         "(smaller, specific candidates cover its texts: a disjunction or a broad statement)")
                 eligible = [j for j in eligible if j not in broad]
         k = self.k
         self.shortfall = None
@@ -117,14 +117,13 @@ def catch_alls(candidates: list[int], matches: np.ndarray, weights: np.ndarray) 
     """The candidates that stand for many others rather than for something of their own.
 
     A candidate is a catch-all when smaller candidates cover at least ``ABSORB_SHARE`` of its
-    texts between them, and no one of them covers half of them (that one would be a
-    paraphrase or a part, not evidence of breadth). Two shapes meet this:
+    texts between them, in one of two shapes:
 
-    * a disjunction ("A or B", "positive or negative opinion"): the smaller A and B lie
-      inside it and cover it;
+    * a disjunction ("A or B", "positive or negative opinion"): two or more smaller ones lie
+      (at least ``ABSORB_SHARE`` of each) inside it;
     * a broad statement true of some texts of every kind ("Asks a question", "General
-      statements"): its texts are spread over many specific candidates, each of which
-      explains them more precisely.
+      statements"): its texts are spread over smaller candidates with none holding half of
+      them (one that did would be a paraphrase or a part, not evidence of breadth).
 
     Either lowers the program's cost (one explanation instead of several) while saying less.
     A broad candidate whose texts the smaller ones do not cover is kept: then it may be the
