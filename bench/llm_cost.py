@@ -368,7 +368,7 @@ def one_run(db, corpus, goal, texts, gold, settings: RunConfig, error_rate: floa
         llm = LLMConfig(model=model, base_url=server.base_url, concurrency=concurrency, max_retries=2)
         config = RunConfig.from_dict(settings.to_dict()).with_model(llm)
         # Every run of a corpus clusters it the same way (seeded; blind to goal and model): from memory.
-        clusterer = MemoClusterer.like(Pipeline(db, config)._clusterer())
+        clusterer = MemoClusterer.for_config(db, config)
         pipeline = Pipeline(db, config, log=log, progress=False, clusterer=clusterer, embedder=embedder)
         start = time.perf_counter()
         run_id = pipeline.run(corpus, goal)

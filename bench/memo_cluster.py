@@ -16,6 +16,7 @@ import hashlib
 import numpy as np
 
 from textclust.cluster import EmbeddingClusterer
+from textclust.pipeline import Pipeline
 
 # What a fit leaves behind (scikit-learn style: attributes ending in "_").
 FITTED = ("labels_", "reduced_", "reduction_", "k_", "k_scores_")
@@ -25,6 +26,11 @@ class MemoClusterer(EmbeddingClusterer):
     """An :class:`EmbeddingClusterer` whose ``fit`` is memoised on (the embeddings, the settings)."""
 
     memory: dict[tuple, dict] = {}  # shared by every instance of a bench process
+
+    @classmethod
+    def for_config(cls, db, config) -> "MemoClusterer":
+        """The clusterer the pipeline would build for ``config``, memoised."""
+        return cls.like(Pipeline(db, config)._clusterer())
 
     @classmethod
     def like(cls, clusterer: EmbeddingClusterer) -> "MemoClusterer":

@@ -145,7 +145,7 @@ class GoalBlind:
 def run_textclust(db, embedder, corpus, goal, settings: RunConfig):
     """Per-row predicted cluster ids (-1 = uncovered) and the run's result. The clustering sees
     only the embeddings, not the goal, so a corpus's fields share its fits (MemoClusterer)."""
-    clusterer = MemoClusterer.like(Pipeline(db, settings)._clusterer())
+    clusterer = MemoClusterer.for_config(db, settings)
     run_id = Pipeline(db, settings, progress=False, embedder=embedder, clusterer=clusterer).run(corpus, goal)
     result = load_run(db, run_id)
     predicted = [r["explanation_id"] if r["explanation_id"] is not None else -1 for r in result.rows]

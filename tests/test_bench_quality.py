@@ -139,3 +139,28 @@ def test_cache_folder_comes_from_the_environment(monkeypatch, tmp_path):
     assert embed_cache.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv(embed_cache.CACHE_ENV)
     assert embed_cache.default_cache_dir().parts[-3:] == (".cache", "textclust", "bench")
+
+
+def test_memo_clusterer_answers_a_repeated_fit_from_memory_with_its_own_copy(monkeypatch):
+    """The benches' clustering memo: the second fit of the same data and settings is not
+    computed again, gives the same labels, and a caller changing its labels spoils nothing."""
+    import numpy as np
+
+    from bench.memo_cluster import MemoClusterer
+    from textclust.cluster import EmbeddingClusterer
+
+    X = np.vstack([np.random.default_rng(0).normal(c, 0.1, (20, 4)) for c in (0.0, 3.0)])
+    MemoClusterer.forget()
+    fits = []
+    real_fit = EmbeddingClusterer.fit
+    monkeypatch.setattr(EmbeddingClusterer, "fit", lambda self, Z: fits.append(1) or real_fit(self, Z))
+    template = EmbeddingClusterer(algorithm="kmeans", k=2, reduction="none")
+    first = MemoClusterer.like(template).fit(X)
+    labels = first.labels_.copy()
+    first.labels_[:] = 7
+    second = MemoClusterer.like(template).fit(X)
+    assert len(fits) == 1
+    assert (second.labels_ == labels).all() and len(set(labels.tolist())) == 2
+    MemoClusterer.like(EmbeddingClusterer(algorithm="kmeans", k=3, reduction="none")).fit(X)
+    assert len(fits) == 2  # other settings: computed
+    MemoClusterer.forget()

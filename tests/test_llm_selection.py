@@ -14,19 +14,26 @@ from tests.test_llm_explainer import KeywordModel, corpus, embed, explanation_fo
 CATCH_ALL = {"name": "any complaint", "explanation": 'the text mentions "the"'}  # fits nearly every text
 
 
-def catch_all_in_round_two(base=None):
-    """Round 1 proposes the two specific explanations, round 2 a catch-all that fits both."""
-    base = base or KeywordModel(keywords=["refund", "password"])
+def scripted_rounds(first=None, later=None, base=None):
+    """A model whose first propose call answers ``first`` and every later one ``later`` (lists of
+    explanations; None: ``base``'s own proposal); every other call goes to ``base``."""
+    base = base or KeywordModel()
     rounds = {"n": 0}
 
     def model(stage, messages):
         if stage == "propose":
             rounds["n"] += 1
-            if rounds["n"] >= 2:
-                return {"explanations": [CATCH_ALL]}
+            answer = first if rounds["n"] == 1 else later
+            if answer is not None:
+                return {"explanations": list(answer)}
         return base(stage, messages)
 
     return model
+
+
+def catch_all_in_round_two(base=None):
+    """Round 1 proposes the two specific explanations, round 2 a catch-all that fits both."""
+    return scripted_rounds(later=[CATCH_ALL], base=base or KeywordModel(keywords=["refund", "password"]))
 
 
 # --- a. a round is kept only if the whole selection gets better ---------------------------------
@@ -60,17 +67,8 @@ def test_a_catch_all_that_also_covers_new_texts_does_not_replace_the_specific_se
 
 def test_a_later_round_that_adds_a_specific_explanation_is_kept():
     texts, topics, X = corpus({"refund": 20, "password": 20, "delivery": 20})
-    rounds = {"n": 0}
-    base = KeywordModel()
-
-    def model(stage, messages):
-        if stage == "propose":
-            rounds["n"] += 1
-            if rounds["n"] == 1:
-                return {"explanations": [explanation_for("refund"), explanation_for("password")]}
-            return {"explanations": [explanation_for("delivery"), CATCH_ALL]}
-        return base(stage, messages)
-
+    model = scripted_rounds(first=[explanation_for("refund"), explanation_for("password")],
+                            later=[explanation_for("delivery"), CATCH_ALL])
     result, client, *_ = run(None, model=model, texts_x=(texts, topics, X), rounds=3)
     # the catch-all is left out, the new specific explanation is taken
     assert selected_names(result) == {"refund complaint", "password complaint", "delivery complaint"}
@@ -179,16 +177,7 @@ def test_later_rounds_show_the_proposer_the_candidates_so_far_and_ask_for_what_t
     from tests.test_llm_explainer import data_items
 
     texts, topics, X = corpus({"refund": 20, "password": 20, "delivery": 20})
-    rounds = {"n": 0}
-    base = KeywordModel()
-
-    def model(stage, messages):
-        if stage == "propose":
-            rounds["n"] += 1
-            if rounds["n"] == 1:
-                return {"explanations": [explanation_for("refund")]}
-        return base(stage, messages)
-
+    model = scripted_rounds(first=[explanation_for("refund")])
     result, client, *_ = run(None, model=model, texts_x=(texts, topics, X), rounds=3)
     first, second = (m[1]["content"] for m in client.stage_calls("propose")[:2])
     assert 'refund complaint: the text mentions "refund"' not in first

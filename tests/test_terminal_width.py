@@ -196,7 +196,7 @@ def _contingency_cells(out: str) -> set[tuple[int, int, int]]:
 
 @pytest.mark.parametrize("width", [50, 60, 80, 120, 200])
 def test_compare_is_readable(three_runs, width):
-    from textclust.report.compare import compare_runs, print_comparison
+    from textclust.report.compare import compare_runs
     from textclust.store import Database
 
     db_path, (a, b, _) = three_runs
@@ -207,12 +207,7 @@ def test_compare_is_readable(three_runs, width):
         db.close()
     assert len(data["rows"]) >= 6 and len(data["columns"]) >= 6
     assert {_first_word(n) for n in data["rows"]} <= {_first_word(n) for n in NAMES_A}
-    out = _render(width, lambda console: print_comparison(data, console))
-    _assert_fits(out, width)
-    for name in data["rows"] + data["columns"]:
-        assert re.search(rf"\b{_first_word(name)}\b", out), name
-    expected = {(i + 1, j + 1, v) for i, row in enumerate(data["table"]) for j, v in enumerate(row) if v}
-    assert _contingency_cells(out) == expected
+    out = _comparison_shown_whole(data, width)
     assert f"AMI {data['ami']:.3f}" in out
     for season in ("spring", "autumn"):
         assert season in out
@@ -323,13 +318,21 @@ def _big_comparison() -> dict:
 @pytest.mark.parametrize("width", [80, 100, 200])
 def test_compare_with_large_counts(width):
     """Ten columns of four-digit counts leave no room for the row labels of a grid at 80 columns."""
-    from textclust.report.compare import print_comparison
 
     data = _big_comparison()
+    out = _comparison_shown_whole(data, width)
+    assert f"│ {data['n']} │" in out  # the total
+
+
+def _comparison_shown_whole(data, width: int) -> str:
+    """``compare``'s output at ``width``: it fits, names every row and column, and shows every
+    non-zero cell at its place. Returns the output for further checks."""
+    from textclust.report.compare import print_comparison
+
     out = _render(width, lambda console: print_comparison(data, console))
     _assert_fits(out, width)
     for name in data["rows"] + data["columns"]:
         assert re.search(rf"\b{_first_word(name)}\b", out), name
     expected = {(i + 1, j + 1, v) for i, row in enumerate(data["table"]) for j, v in enumerate(row) if v}
     assert _contingency_cells(out) == expected
-    assert f"│ {data['n']} │" in out  # the total
+    return out
