@@ -128,18 +128,22 @@ def catch_alls(candidates: list[int], matches: np.ndarray, weights: np.ndarray) 
     Either lowers the program's cost (one explanation instead of several) while saying less.
     A broad candidate whose texts the smaller ones do not cover is kept: then it may be the
     honest answer."""
-    w = np.asarray(weights, dtype=float)
-    size = {j: w[matches[:, j]].sum() for j in candidates}
+    if not candidates:
+        return set()
+    # Texts with the same matches count alike: work on the distinct rows, weighted (as the
+    # program does), so a large corpus costs what its few hundred match patterns cost.
+    A, inverse = np.unique(np.asarray(matches[:, candidates], dtype=bool), axis=0, return_inverse=True)
+    w = np.bincount(inverse.ravel(), weights=np.asarray(weights, dtype=float), minlength=len(A))
+    size = (w[:, None] * A).sum(axis=0)  # column i of A is candidates[i]
     out = set()
-    for c in candidates:
-        members = matches[:, c]
+    for c in range(len(candidates)):
         if size[c] <= 0:
             continue
-        smaller = [p for p in candidates if p != c and 0 < size[p] < size[c]]
+        smaller = [p for p in range(len(candidates)) if p != c and 0 < size[p] < size[c]]
         if len(smaller) < 2:
             continue
-        inside = matches[:, smaller] & members[:, None]
-        parts = np.array([w[inside[:, i]].sum() for i in range(len(smaller))])
+        inside = A[:, smaller] & A[:, [c]]
+        parts = (w[:, None] * inside).sum(axis=0)
         # A disjunction: two or more smaller candidates lie (mostly) inside it.
         absorbed = [i for i, p in enumerate(smaller) if parts[i] >= ABSORB_SHARE * size[p]]
         covered_by_absorbed = w[inside[:, absorbed].any(axis=1)].sum() if absorbed else 0.0
@@ -147,7 +151,7 @@ def catch_alls(candidates: list[int], matches: np.ndarray, weights: np.ndarray) 
         # A broad statement: spread over smaller candidates, none holding half of it.
         spread = w[inside.any(axis=1)].sum() >= ABSORB_SHARE * size[c] and parts.max() <= 0.5 * size[c]
         if disjunction or spread:
-            out.add(c)
+            out.add(candidates[c])
     return out
 
 
