@@ -4,6 +4,10 @@ Settings are the keywords of :meth:`textclust.config.RunConfig.from_flat` (``k=5
 ``clusterer="kmeans"``, ``candidates=[...]``…); their defaults are those of
 :mod:`textclust.config`. Errors name those keywords (``k must be at least 1``), and every
 setting is checked before the database is touched.
+
+Both record the run in an SQLite database, ``db``: by default ``textclust.db`` in the current
+directory, created when missing (so ``textclust show latest`` finds the run); pass
+``db="path/to/file.db"`` (or an open :class:`~textclust.store.Database`) to write elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ def run(
     *,
     text_column: str | None = None,
     id_column: str | None = None,
+    skip_bad_rows: bool = False,
     db: str | Path | Database = DEFAULT_DB,
     progress: bool | None = False,
     llm: LLMConfig | dict | None = None,
@@ -36,6 +41,12 @@ def run(
     """Cluster the texts of a file for ``goal``; ``settings`` are the flat keywords of
     :class:`~textclust.config.RunConfig` (``k``, ``clusterer``, ``embedding_model``, …).
 
+    ``skip_bad_rows``: skip and count malformed rows (a JSONL line that is not a JSON object, a
+    CSV row the parser rejects) instead of rejecting the file; they count in ``result.stats.n_skipped``.
+
+    ``db``: the SQLite database the run is recorded in (default ``textclust.db`` in the current
+    directory, created when missing).
+
     ``llm``: an :class:`~textclust.llm.config.LLMConfig` or a dict of its fields
     (``{"model": "gpt-4o-mini"}``, ``{"model": "m", "base_url": "http://127.0.0.1:8080/v1"}``);
     None = offline explainer.
@@ -45,7 +56,7 @@ def run(
     ``clusterer`` given as a string is the setting instead, the algorithm's name
     (``"auto"``, ``"hdbscan"``, ``"kmeans"``), as it always was.
     """
-    corpus = read_corpus(path, text_column=text_column, id_column=id_column)
+    corpus = read_corpus(path, text_column=text_column, id_column=id_column, skip_bad_rows=skip_bad_rows)
     return _run(corpus, goal, db, progress, llm, settings,
                 dict(embedder=embedder, clusterer=clusterer, client=client))
 
@@ -53,7 +64,10 @@ def run(
 def run_texts(texts: list[str], goal: str, *, db: str | Path | Database = DEFAULT_DB,
               progress: bool | None = False, llm: LLMConfig | dict | None = None,
               embedder=None, clusterer=None, client=None, **settings) -> RunResult:
-    """Cluster an in-memory list of strings for ``goal`` (keywords as for :func:`run`)."""
+    """Cluster an in-memory list of strings for ``goal`` (keywords as for :func:`run`).
+
+    The run is recorded in the SQLite database ``db``, like :func:`run`'s: by default
+    ``textclust.db`` in the current directory, created when missing."""
     return _run(corpus_from_texts(list(texts)), goal, db, progress, llm, settings,
                 dict(embedder=embedder, clusterer=clusterer, client=client))
 

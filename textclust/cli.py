@@ -281,6 +281,9 @@ def run_options(command):
         click.option("--id-column", help="Column holding a row id, kept in exports."),
         click.option("--format", "input_format", type=click.Choice(["csv", "tsv", "jsonl", "json", "txt", "parquet"]),
                      help="Input format (default: from the file extension)."),
+        click.option("--skip-bad-rows", is_flag=True,
+                     help="Skip malformed rows (a JSONL line that is not a JSON object, a CSV row the parser "
+                          "rejects) and count them, instead of rejecting the file."),
         setting_option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
         setting_option("--clusterer", type=click.Choice(list(CLUSTERERS)),
                        help="auto = k-means (K chosen by silhouette unless --k is given); hdbscan leaves outliers as noise."),
@@ -370,7 +373,8 @@ def run(input_path, db_path, as_json, dry_run, **kwargs):
     from .pipeline import Pipeline
     from .store import Database
 
-    corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"])
+    corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"],
+                         skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
@@ -500,6 +504,38 @@ def show(run_id, db_path, as_json):
     _print_run(db, _run_id(db, run_id), as_json)
 
 
+@cli.command(name="log")
+@click.argument("run_id", type=RUN_ID, default="latest")
+@click.option("--stage", help="Only the calls of this stage (propose, assign…).")
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def log_command(run_id, stage, db_path, as_json):
+    """The language-model calls of one run (RUN_ID, default latest): when, stage, model, status,
+    tokens, sent or cached, and the start of the prompt and of the answer; --json: the full
+    records. The API key is never recorded."""
+    from .report.calls import call_record, print_calls
+
+    db = _existing_db(db_path)
+    run_id = _run_id(db, run_id)
+    db.get_run(run_id)  # a run that does not exist is an error, not "no calls"
+    records = [call_record(call) for call in db.calls_for_run(run_id)]
+    stages = list(dict.fromkeys(r["stage"] for r in records))
+    if stage is not None:
+        records = [r for r in records if r["stage"] == stage]
+    if as_json:
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    if not records:  # a note, on standard error under --json (whose output stays a list)
+        if stage is not None and stages:
+            note = f"run {run_id} made no {stage} calls (its calls are: {', '.join(stages)})"
+        else:
+            note = f"run {run_id} made no language-model calls (it ran offline or stopped before any)"
+        click.echo(note, err=as_json)
+        return
+    if not as_json:
+        print_calls(run_id, records, stage=stage)
+
+
 FORMAT_NAMES = {"csv": "CSV", "json": "JSON", "md": "Markdown"}
 
 
@@ -552,10 +588,12 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     from .store import Database
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], (label_column,),
-                         format=kwargs["input_format"])
+                         format=kwargs["input_format"], skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     db = Database(db_path)
+    for note in corpus.notes:
+        _say(note)
     pipeline = Pipeline(db, config, log=_log)
     corpus_id = db.save_corpus(corpus)
     run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), config.result_key())

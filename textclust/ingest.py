@@ -16,6 +16,12 @@ described in ``notes``. When at least half of the rows cannot be decoded the fil
 in another encoding and the ingest fails. A file with a UTF-16 byte-order mark is
 decoded as UTF-16.
 
+A malformed row (a JSONL line that is not JSON or not an object, a JSON array element that
+is not an object, a CSV/TSV row the parser rejects or with more fields than the header)
+fails the ingest with a one-line error naming its line, unless ``skip_bad_rows`` is set:
+then it is kept as a row without a text, counted in ``n_skipped`` and described in
+``notes``, like an undecodable one.
+
 All validation happens here, before anything touches the database, so bad input
 never changes stored data.
 """
@@ -36,7 +42,7 @@ from typing import Iterable, Iterator
 from .corpus import Corpus, text_id  # noqa: F401  (re-exported: moved to textclust.corpus)
 from .errors import InputError, register_settings
 
-register_settings(("text_column", "id_column", "format"))  # named in messages as {text_column}…
+register_settings(("text_column", "id_column", "format", "skip_bad_rows"))  # named in messages as {text_column}…
 
 SUPPORTED_FORMATS = ("csv", "tsv", "jsonl", "json", "txt", "parquet")
 _EXTENSIONS = {
@@ -96,12 +102,16 @@ def read_corpus(
     id_column: str | None = None,
     extra_columns: tuple[str, ...] = (),
     format: str | None = None,
+    skip_bad_rows: bool = False,
 ) -> Corpus:
-    """Read and validate an input file. Raises :class:`InputError` with a one-line message."""
+    """Read and validate an input file. Raises :class:`InputError` with a one-line message.
+
+    ``skip_bad_rows``: a malformed row (see the module's docstring) is kept as a row without a
+    text and counted in ``n_skipped`` instead of failing the whole file."""
     path = Path(path)
     fmt = _detect_format(path, format)
     _check_file(path)
-    source = _open_source(path, fmt)
+    source = _open_source(path, fmt, skip_bad_rows)
     try:
         return _build(path, fmt, source, text_column, id_column, tuple(extra_columns))
     finally:
@@ -166,6 +176,8 @@ class _Skips:
             if reason == "utf8":
                 notes.append(f"skipped {count} {rows} whose text is not valid UTF-8 (first: {where}); "
                              "re-save the file as UTF-8 to keep them")
+            elif reason == "malformed":
+                notes.append(f"skipped {count} malformed {rows} that could not be parsed (first: {where})")
             elif reason == "surrogate":
                 notes.append(f"skipped {count} {rows} whose text holds an invalid Unicode escape (first: {where})")
             else:
@@ -178,6 +190,11 @@ def _build(path, fmt, source: "_Source", text_column, id_column, extra_columns) 
     sample = list(islice(rows, SNIFF_ROWS))
     if not sample:
         raise InputError(f"{path}: no rows (the file has a header or structure but no data)")
+    if all(isinstance(record, _BadRow) for _, record in sample):
+        first_line, first = sample[0]
+        every = "all" if len(sample) < SNIFF_ROWS else f"the first {len(sample)}"
+        raise InputError(f"{path}: no row can be read: {every} {len(sample)} rows are malformed "
+                         f"(first: line {first_line}, {first.detail})")
     columns = source.columns(sample)
     if not columns:
         raise InputError(f"{path}: the rows have no fields")
@@ -197,6 +214,8 @@ def _build(path, fmt, source: "_Source", text_column, id_column, extra_columns) 
     skips = _Skips()
     n_raw = 0  # rows with a non-empty raw text value (the base for "most rows are unreadable")
     for line, record in chain(sample, rows):
+        if isinstance(record, _BadRow):
+            skips.add("malformed", line, record.detail)
         value = record.get(column)
         text = ""
         if isinstance(value, str):
@@ -278,6 +297,14 @@ def _require(path, columns, id_column, extra_columns) -> None:
 
 
 def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, (int, float)):
+        return "a JSON number"
     if isinstance(value, list):
         return "a JSON array"
     if isinstance(value, dict):
@@ -376,11 +403,24 @@ def _open_text(path: Path) -> tuple[io.TextIOWrapper, list[str], bool]:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="\n"), notes, True
 
 
+class _BadRow(dict):
+    """A malformed row skipped with ``skip_bad_rows``: no fields; ``detail`` says what was wrong."""
+
+    def __init__(self, detail: str):
+        super().__init__()
+        self.detail = detail
+
+
+_SKIP_HINT = "; fix it or pass {skip_bad_rows} to skip bad rows"
+
+
 class _Source:
-    """Rows of one input file: iterating yields (line number, {column: value})."""
+    """Rows of one input file: iterating yields (line number, {column: value}); with
+    ``skip_bad_rows``, a malformed row yields (line number, :class:`_BadRow`) instead of raising."""
 
     open_columns = False  # True: rows are objects whose keys may differ (JSON / JSONL)
     decoded_with_escapes = True
+    skip_bad_rows = False
 
     def __init__(self, path: Path):
         self.path = path
@@ -423,7 +463,20 @@ class _DelimitedSource(_Source):
         reader = csv.reader(self._lines_with_ends(), delimiter=self.sep, strict=True)
         try:
             last = 0
-            for fields in reader:
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    start, last = last + 1, reader.line_num
+                    # A quote never closed runs to the end of the file: no row after it can be told apart.
+                    if self._header is None or not self.skip_bad_rows or "end of data" in str(err):
+                        hint = _SKIP_HINT if self._header is not None and "end of data" not in str(err) else ""
+                        raise InputError(f"{self.path}: cannot parse as {kind}: line {reader.line_num}: {err}"
+                                         + hint) from None
+                    yield start, _BadRow(f"{err}")
+                    continue
                 start, last = last + 1, reader.line_num
                 if not fields:
                     continue  # a blank line is not a row
@@ -431,13 +484,15 @@ class _DelimitedSource(_Source):
                     self._header = _header_names(fields)
                     continue
                 if len(fields) > len(self._header):
+                    if self.skip_bad_rows:
+                        yield start, _BadRow(f"{len(fields)} fields but the header has {len(self._header)}")
+                        continue
                     raise InputError(
                         f"{self.path}: cannot parse as {kind}: line {start} has {len(fields)} fields but the header "
-                        f"has {len(self._header)}; quote values that contain '{_show_sep(self.sep)}'"
+                        f"has {len(self._header)}; quote values that contain '{_show_sep(self.sep)}', "
+                        "or pass {skip_bad_rows} to skip bad rows"
                     )
                 yield start, dict(zip(self._header, fields))
-        except csv.Error as err:
-            raise InputError(f"{self.path}: cannot parse as {kind}: line {reader.line_num}: {err}") from None
         finally:
             csv.field_size_limit(limit)
 
@@ -490,11 +545,20 @@ class _JsonlSource(_Source):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise InputError(f"{self.path}: line {number} is not valid JSON ({err.msg})") from None
+                if self.skip_bad_rows:
+                    yield number, _BadRow(f"not valid JSON: {err.msg}")
+                    continue
+                raise InputError(f"{self.path}: line {number} is not valid JSON ({err.msg})" + _SKIP_HINT) from None
             except RecursionError:
-                raise InputError(f"{self.path}: line {number} is nested too deeply to read") from None
+                if self.skip_bad_rows:
+                    yield number, _BadRow("nested too deeply to read")
+                    continue
+                raise InputError(f"{self.path}: line {number} is nested too deeply to read" + _SKIP_HINT) from None
             if not isinstance(record, dict):
-                raise InputError(f"{self.path}: line {number} is not a JSON object")
+                if self.skip_bad_rows:
+                    yield number, _BadRow(f"{_kind(record)}, not a JSON object")
+                    continue
+                raise InputError(f"{self.path}: line {number} is not a JSON object" + _SKIP_HINT)
             if escaped and any(_SURROGATE.search(key) for key in record):  # undecodable bytes in a key
                 record = {(_replace_surrogates(k) if _SURROGATE.search(k) else k): v for k, v in record.items()}
             for key in record:
@@ -522,13 +586,21 @@ class _JsonSource(_Source):
             raise InputError(f"{self.path}: nested too deeply to read") from None
         except UnicodeDecodeError as err:
             raise InputError(f"{self.path}: not valid UTF-16 ({err.reason})") from None
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        if not isinstance(value, list):
             raise InputError(f"{self.path}: a .json input must be an array of objects (use .jsonl for one object per line)")
-        for record in value:
+        bad = next((i for i, v in enumerate(value, start=1) if not isinstance(v, dict)), None)
+        if bad is not None and not self.skip_bad_rows:
+            raise InputError(f"{self.path}: a .json input must be an array of objects (use .jsonl for one object per "
+                             f"line); element {bad} is {_kind(value[bad - 1])}" + _SKIP_HINT)
+        rows = []
+        for position, record in enumerate(value, start=1):  # "line" for an array element: its position
+            if not isinstance(record, dict):
+                rows.append((position, _BadRow(f"element {position} is {_kind(record)}, not an object")))
+                continue
             for key in record:
                 self.all_keys.setdefault(key)
-        # "line" for an array element: its position, 1-based
-        return iter(list(enumerate(value, start=1)))
+            rows.append((position, record))
+        return iter(rows)
 
 
 class _TxtSource(_Source):
@@ -600,16 +672,19 @@ class _ParquetSource(_Source):
         pass
 
 
-def _open_source(path: Path, fmt: str) -> _Source:
+def _open_source(path: Path, fmt: str, skip_bad_rows: bool = False) -> _Source:
     if fmt == "parquet":
-        return _ParquetSource(path)
-    if fmt in ("csv", "tsv"):
-        return _DelimitedSource(path, "\t" if fmt == "tsv" else ",")
-    if fmt == "jsonl":
-        return _JsonlSource(path)
-    if fmt == "json":
-        return _JsonSource(path)
-    return _TxtSource(path)
+        source = _ParquetSource(path)
+    elif fmt in ("csv", "tsv"):
+        source = _DelimitedSource(path, "\t" if fmt == "tsv" else ",")
+    elif fmt == "jsonl":
+        source = _JsonlSource(path)
+    elif fmt == "json":
+        source = _JsonSource(path)
+    else:
+        source = _TxtSource(path)
+    source.skip_bad_rows = skip_bad_rows  # a TXT line or a Parquet row cannot be malformed
+    return source
 
 
 # --- choosing the text column ------------------------------------------------------

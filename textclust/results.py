@@ -112,15 +112,31 @@ ROW_COLUMNS = [
 ]
 
 
-def load_run(db: Database | str | Path, run_id: int, include_rows: bool = True) -> RunResult:
+def resolve_run_id(db: Database, run_id: int | str) -> int:
+    """``run_id`` itself, or the newest run's id for ``"latest"`` (as the command line takes it);
+    NotFoundError in a database without runs."""
+    if isinstance(run_id, str):
+        if run_id.strip().lower() == "latest":
+            latest = db.latest_run_id()
+            if latest is None:
+                raise NotFoundError(f"no runs in {db.path}")
+            return latest
+        try:
+            return int(run_id)
+        except ValueError:
+            raise NotFoundError(f"{run_id!r} is not a run id (a number, or latest)") from None
+    return run_id
+
+
+def load_run(db: Database | str | Path, run_id: int | str, include_rows: bool = True) -> RunResult:
     """The stored run ``run_id`` of ``db`` (a :class:`~textclust.store.Database` or the path of
-    one; NotFoundError when either is missing); its rows and cluster summaries only when it
-    finished (:data:`FINISHED`)."""
+    one; NotFoundError when either is missing); ``run_id`` ``"latest"`` is the newest run, as on
+    the command line. Its rows and cluster summaries only when it finished (:data:`FINISHED`)."""
     if not isinstance(db, Database):
         if not Path(db).is_file():
             raise NotFoundError(f"{{db}} {db}: no such database")
         db = Database(db)
-    stored = db.read_run(run_id)
+    stored = db.read_run(resolve_run_id(db, run_id))
     run, corpus = stored.run, stored.corpus
     result = RunResult(
         run_id=run.id,
