@@ -180,7 +180,7 @@ def test_settings_validate_rejects_impossible_cluster_settings(kwargs):
     [
         (dict(k=0), 10, "k must be at least 1"),
         (dict(k=11), 10, "asked for 11 clusters but the input has only 10 distinct texts"),
-        (dict(clusterer="spectral"), 10, "unknown clusterer 'spectral'"),
+        (dict(clusterer="louvain"), 10, "unknown clusterer 'louvain'"),
         (dict(rounds=0), 10, "rounds must be at least 1"),
         (dict(), 1, "only one distinct text"),
     ],
@@ -191,8 +191,9 @@ def test_settings_validate(kwargs, n, message):
 
 
 def test_settings_algorithm_and_round_trip():
-    assert RunConfig.from_flat().algorithm == "kmeans"  # K chosen by silhouette
-    assert RunConfig.from_flat(k=4).algorithm == "kmeans"
+    assert RunConfig.from_flat().algorithm == "spectral"  # K chosen by silhouette
+    assert RunConfig.from_flat(k=4).algorithm == "spectral"
+    assert RunConfig.from_flat(k=4, clusterer="kmeans").algorithm == "kmeans"
     assert RunConfig.from_flat(k=4, clusterer="hdbscan").algorithm == "hdbscan"
     s = RunConfig.from_flat(k=4, reduction="pca", min_share=0.02)
     assert RunConfig.from_dict({**s.to_dict(), "unknown_future_field": 1}) == s
@@ -201,7 +202,7 @@ def test_settings_algorithm_and_round_trip():
 # --- determinism and helpers ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("algorithm, k", [("hdbscan", None), ("kmeans", 3)])
+@pytest.mark.parametrize("algorithm, k", [("hdbscan", None), ("kmeans", 3), ("spectral", 3), ("spectral", None)])
 def test_same_random_state_same_labels(algorithm, k):
     X, _ = gaussian_blobs(n_per=30, spread=1.5, seed=3)  # overlapping enough for randomness to matter
     first = EmbeddingClusterer(algorithm=algorithm, k=k, reduction="umap", random_state=7).fit(X)

@@ -286,7 +286,7 @@ def run_options(command):
                           "rejects) and count them, instead of rejecting the file."),
         setting_option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
         setting_option("--clusterer", type=click.Choice(list(CLUSTERERS)),
-                       help="auto = k-means (K chosen by silhouette unless --k is given); hdbscan leaves outliers as noise."),
+                       help="auto = spectral clustering of the centred embeddings (K chosen by silhouette unless --k is given); kmeans is the previous default; hdbscan leaves outliers as noise."),
         setting_option("--reduction", type=click.Choice(list(REDUCTIONS)),
                        help="Dimensionality reduction before clustering (auto = none with --k, else UMAP)."),
         setting_option("--n-components", type=int, help="Dimensions after reduction."),

@@ -28,7 +28,7 @@ from .errors import SettingsError, register_settings
 from .llm.config import LLMConfig
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-CLUSTERERS = ("auto", "hdbscan", "kmeans")
+CLUSTERERS = ("auto", "hdbscan", "kmeans", "spectral")
 REDUCTIONS = ("auto", "umap", "pca", "none")
 DEFAULT_ROUNDS = {"offline": 2, "model": 3}
 # Shown as the server of a model configured without a base URL (the OpenAI client's default).
@@ -42,8 +42,8 @@ class EmbeddingConfig:
 
 @dataclass
 class ClusteringConfig:
-    algorithm: str = "auto"  # auto = k-means (k given, or K chosen by silhouette); hdbscan on request
-    reduction: str = "auto"  # auto = none for k-means with k given, else umap (measured: README)
+    algorithm: str = "auto"  # auto = spectral (k given, or K chosen by silhouette); k-means, hdbscan on request
+    reduction: str = "auto"  # auto = none for spectral and for k-means with k given, else umap (measured: README)
     n_components: int = 10
     min_cluster_size: int | None = None  # None = max(10, 1% of texts)
     min_samples: int | None = 5
@@ -135,7 +135,7 @@ class RunConfig:
     def algorithm(self) -> str:
         """The clustering algorithm actually used."""
         if self.clustering.algorithm == "auto":
-            return "kmeans"
+            return "spectral"
         return self.clustering.algorithm
 
     @property
@@ -273,7 +273,7 @@ def model_identity(model: LLMConfig) -> dict:
 
 def validate_clustering(algorithm: str, k: int | None, reduction: str, n_components: int,
                         min_cluster_size: int | None, max_cluster_share: float | None,
-                        choices=("hdbscan", "kmeans")) -> None:
+                        choices=("hdbscan", "kmeans", "spectral")) -> None:
     """The clustering settings' checks (used by :meth:`RunConfig.validate` and by the clusterer's
     ``fit``, so that a clusterer used on its own is checked the same way)."""
     if algorithm not in choices:

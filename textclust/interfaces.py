@@ -66,7 +66,9 @@ class Assignment:
     explanation only within this much of its best selected score. ``judged`` marks the
     candidates any text was judged against (only those can be selected); ``failed``
     marks texts whose judgment could not be obtained (a model answer that did not parse).
-    ``affinity`` breaks ties of ``scores``.
+    ``affinity`` breaks ties of ``scores``. ``home`` (offline, over a partition): per text, the
+    candidate proposed for the text's own cluster (-1: none); once the explanations are chosen
+    the text keeps it when it is selected, else it takes its most similar selected one.
     """
 
     scores: np.ndarray
@@ -82,6 +84,7 @@ class Assignment:
     # "yes" is 1.0 for every match): cosine of text and explanation embeddings. None = no ties
     # to break (offline scores are similarities already).
     affinity: np.ndarray | None = None
+    home: np.ndarray | None = None
 
 
 @dataclass
@@ -147,6 +150,10 @@ class ExplainResult:
                 best = scores[:, proposed].max(axis=1, keepdims=True)
                 fits[:, proposed] &= scores[:, proposed] >= best - A.margin
             final[:, sel] = fits
+            if A.home is not None:  # a partition: a text stays with its own cluster's explanation
+                rows = np.flatnonzero(np.isin(A.home, sel))
+                final[rows, self.n_user:] = False
+                final[rows, A.home[rows]] = True
         unparsed = self.unparsed
         if unparsed is not None:
             final[unparsed] = False

@@ -300,7 +300,7 @@ def _clustering_plan(clusterer, n: int) -> str:
     reduction = resolve() if resolve else getattr(clusterer, "reduction", "")
     algorithm = getattr(clusterer, "algorithm", type(clusterer).__name__)
     steps = [f"reducing {n} texts with {reduction.upper()}"] if reduction and reduction != "none" else []
-    if algorithm == "kmeans" and getattr(clusterer, "k", None) is None:
+    if algorithm in ("kmeans", "spectral") and getattr(clusterer, "k", None) is None:
         steps.append("choosing the number of clusters by silhouette")
     steps.append(f"clustering with {algorithm}")
     return "clustering: " + ", then ".join(steps) + "…"

@@ -330,6 +330,7 @@ def expand(result: ExplainResult, inverse: np.ndarray) -> ExplainResult:
         evidence={(i, j): quote for (u, j), quote in A.evidence.items() for i in copies[u]},
         unverified={(i, j): quote for (u, j), quote in A.unverified.items() for i in copies[u]},
         affinity=None if A.affinity is None else A.affinity[inverse],
+        home=None if A.home is None else A.home[inverse],
     )
     rounds = [RoundRecord(r.round, r.labels[inverse], r.n_candidates, r.selection) for r in result.rounds]
     return ExplainResult(candidates=result.candidates, assignment=assignment, selection=result.selection,

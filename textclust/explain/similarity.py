@@ -10,11 +10,14 @@ of the text's best score, so it may match several (near-ties) or none. The margi
 keeps one broad candidate from matching everything, which would otherwise let the
 selection program collapse to a single explanation (measured: see README).
 
-In ``partition`` mode (offline runs over a k-means clustering) there are no thresholds: every
-text fits the candidate it is most similar to, and once the explanations are chosen, the
-*selected* one it is most similar to (see
-:meth:`~textclust.interfaces.ExplainResult.final_matches`). Calibrated thresholds left 5–12%
-of the texts uncovered, and every one of those is a wrong answer to "which group is this in?"
+In ``partition`` mode (offline runs over a spectral or k-means clustering) there are no
+thresholds: every text fits the candidate proposed for its own cluster (its ``home``; a text of
+no such cluster: the candidate it is most similar to), and once the explanations are chosen it
+keeps that one when it is selected, else it takes the *selected* one it is most similar to (see
+:meth:`~textclust.interfaces.ExplainResult.final_matches`). Nearest-centroid alone would redraw
+a spectral partition as k-means' round cells, undoing what the graph found. Calibrated
+thresholds left 5–12% of the texts uncovered, and every one of those is a wrong answer to
+"which group is this in?"
 (measured with ``bench/quality.py``: see README).
 """
 
@@ -37,8 +40,12 @@ def assign(X: np.ndarray, candidates: list[Candidate], beta: float = 1.0, margin
     thresholds = np.empty(len(candidates), dtype=np.float64)
     if partition:
         thresholds[:] = NO_THRESHOLD
+        home = home_candidates(candidates, len(X))
         matches = scores >= scores.max(axis=1, keepdims=True)
-        return Assignment(scores=scores, thresholds=thresholds, matches=matches)
+        housed = np.flatnonzero(home >= 0)
+        matches[housed] = False
+        matches[housed, home[housed]] = True
+        return Assignment(scores=scores, thresholds=thresholds, matches=matches, home=home)
     for j, cand in enumerate(candidates):
         if cand.calibration_labels is None or cand.source_cluster is None:
             thresholds[j] = DEFAULT_THRESHOLD
@@ -53,6 +60,17 @@ def assign(X: np.ndarray, candidates: list[Candidate], beta: float = 1.0, margin
     return Assignment(scores=scores, thresholds=thresholds, matches=matches)
 
 
+def home_candidates(candidates: list[Candidate], n: int) -> np.ndarray:
+    """Per text, the first candidate proposed for the cluster the text is in (-1: none)."""
+    home = np.full(n, -1)
+    for j, cand in enumerate(candidates):
+        if cand.calibration_labels is None or cand.source_cluster is None:
+            continue
+        members = (np.asarray(cand.calibration_labels) == cand.source_cluster) & (home < 0)
+        home[members] = j
+    return home
+
+
 def join_user_candidates(user: UserCandidateAssignment, proposed: Assignment | None) -> Assignment:
     """The user's candidates' columns first, then the proposed candidates'. A user candidate's
     score is its classifier probability where the text fits it, -1 elsewhere (so score >=
@@ -63,7 +81,9 @@ def join_user_candidates(user: UserCandidateAssignment, proposed: Assignment | N
         return Assignment(user_scores, user.thresholds.astype(np.float64), user.matches.copy(),
                           reasons=user.reasons)
     extra = np.full((n, proposed.scores.shape[1]), None, dtype=object)
+    n_user = user_scores.shape[1]
     return Assignment(
+        home=None if proposed.home is None else np.where(proposed.home >= 0, proposed.home + n_user, -1),
         scores=np.hstack([user_scores, proposed.scores]),
         thresholds=np.concatenate([user.thresholds, proposed.thresholds]),
         matches=np.hstack([user.matches, proposed.matches]),
@@ -75,7 +95,7 @@ class SimilarityAssigner:
     """The offline :class:`~textclust.interfaces.Assigner`: cosine similarity to each proposed
     candidate with calibrated thresholds and a ``margin``, and the user's candidates as the
     offline classifier of :mod:`.user_classifier` judged them (``user``, computed once).
-    ``partition``: every text goes to its most similar proposed candidate (see module docstring)."""
+    ``partition``: every text goes to its own cluster's candidate (see module docstring)."""
 
     def __init__(self, X: np.ndarray, user: UserCandidateAssignment | None = None, beta: float = 2.0,
                  margin: float | None = 0.05, partition: bool = False):

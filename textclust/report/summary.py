@@ -52,7 +52,7 @@ def print_summary(result: RunResult, console: Console | None = None, spell: Spel
         f"Covered {non_empty - stats.n_uncovered} of {non_empty} non-empty rows ({stats.coverage:.1%}); "
         f"uncovered (fit no explanation): {stats.n_uncovered}; "
         f"in more than one explanation: {stats.n_multi}"
-        + ("" if stats.clusterer in ("none", "kmeans")  # k-means leaves no text as noise
+        + ("" if stats.clusterer in ("none", "kmeans", "spectral")  # a partition leaves no text as noise
            else f"; left as noise by {stats.clusterer or 'the'} clustering: {stats.n_unclustered}")
         + (f"; unparsed (the model's answer could not be used): {stats.n_unparsed}" if stats.n_unparsed else "")
     )
