@@ -19,6 +19,8 @@ gold reasons. A complaint of the other 3 reasons should fit no seed ("none"); re
 precision and recall of "none" (positive class: a complaint of an unseeded reason) and, per
 seed, the share of its reason's complaints that got that seed.
 
+Every shared corpus and field, with leave-one-corpus-out settings: bench/seeded.py.
+
 Embeddings are cached in a database under /tmp. Writes bench/results/goal.json.
 
     .venv/bin/python bench/goal.py
