@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "data" / "complaints.csv"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-GOAL = "why the customer is unhappy"
+GOAL = "Cluster the complaints by why the customer is unhappy."  # the README main command's goal
 
 # Synthetic corpus: three topics, each with its own vocabulary, and vectors drawn
 # from three well-separated Gaussian blobs on the unit sphere.
