@@ -107,7 +107,8 @@ RUN_ARGS = ["--goal", "which topic the text is about", "--embedding-model", FAKE
 def test_three_runs_on_one_database_all_complete(tmp_path, fake_run_db, blobs):
     db = copy_sqlite(fake_run_db.db, tmp_path / "shared.db")
     data = _blobs_csv(tmp_path, blobs)
-    results = _together(tmp_path, [["run", str(data), "--db", str(db), *RUN_ARGS]] * 3, "cli")
+    # --new: each makes its own run (one finishing first would otherwise be reused by the others)
+    results = _together(tmp_path, [["run", str(data), "--db", str(db), *RUN_ARGS, "--new"]] * 3, "cli")
     for code, out, err in results:
         assert code == 0, err
         assert "Traceback" not in err

@@ -302,6 +302,9 @@ class FakePipeline:
     def __init__(self, db, config=None, **kwargs):
         FakePipeline.seen = {"db": db, "config": config, **kwargs}
 
+    def identical_run(self, corpus, goal, reuse=True):
+        return None  # nothing to reuse: the command goes on to run()
+
     def run(self, corpus, goal):
         FakePipeline.seen.update(corpus=corpus, goal=goal)
         raise Stop("stopped by the test")

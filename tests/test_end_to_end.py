@@ -124,7 +124,8 @@ def test_second_identical_run_computes_zero_embeddings(sample_run, sample_path, 
         return encode(self, texts, *args, **kwargs)
 
     monkeypatch.setattr(Embedder, "encode", recording)
-    result = cli_invoke("run", sample_path, "--goal", GOAL, "--db", db, "--json")
+    # --new: an identical complete run is otherwise reused, not computed again
+    result = cli_invoke("run", sample_path, "--goal", GOAL, "--db", db, "--json", "--new")
     assert result.exit_code == 0, result.output
     assert f"embeddings: 0 computed, {N_TEXTS} from cache" in result.stderr
     data = json.loads(result.stdout)

@@ -127,6 +127,17 @@ def test_distinctive_terms_rank_cluster_words_above_shared_words():
     assert terms[1][0] == "login"
 
 
+def test_no_cluster_is_named_by_reporting_words_contractions_or_markup_residue():
+    # Issue 25: "said" named news clusters, "i'm" a complaint cluster, "gt" came from "&gt;".
+    texts = ["he said the bank fee rose &gt; 5", "mr smith said the bank fee doubled", "i'm angry the bank fee rose",
+             "i'm told the train was late again", "she said the train was late", "gt the train late gt"]
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    terms = distinctive_terms(texts, labels)
+    words = {w for t in terms.values() for term in t for w in term.split()}
+    assert {"bank", "train"} <= words
+    assert not words & {"said", "mr", "i'm", "gt", "told"}
+
+
 def test_distinctive_terms_with_only_stop_words():
     assert distinctive_terms(["the and", "of the", "is it"], np.array([0, 0, 1])) == {0: [], 1: []}
 

@@ -109,8 +109,9 @@ def test_evaluation_of_the_llm_run(llm_run):
 def test_rerunning_the_same_command_sends_nothing(llm_run):
     server = llm_run["server"]
     before = server.calls
-    result = invoke(*llm_args(server, llm_run["db"], "--json"))
+    result = invoke(*llm_args(server, llm_run["db"], "--json", "--new"))  # a new run, not the complete one reused
     again = json.loads(result.stdout)
+    assert again["run_id"] != llm_run["json"]["run_id"]
     assert server.calls == before  # every answer from the response cache
     assert again["stats"]["llm"]["calls"] == 0 and again["stats"]["llm"]["cached_calls"] > 0
     assert [c["name"] for c in again["clusters"]] == [c["name"] for c in llm_run["json"]["clusters"]]

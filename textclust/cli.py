@@ -109,7 +109,7 @@ def _llm_shown(name: str) -> str:
 
 
 class RunId(click.ParamType):
-    """A run's id, or ``latest`` for the newest run of the database."""
+    """A run's id, or ``latest`` for the user's last run (the one a command last made, resumed or reused)."""
 
     name = "RUN_ID"
 
@@ -126,7 +126,7 @@ RUN_ID = RunId()
 
 
 def _run_id(db, run_id) -> int:
-    """``run_id`` itself, or the newest run's id for ``latest``."""
+    """``run_id`` itself, or for ``latest`` the id of the run a command last made, resumed or reused."""
     if run_id != "latest":
         return run_id
     latest = db.latest_run_id()
@@ -363,10 +363,13 @@ def cli():
 @run_options
 @click.option("--dry-run", is_flag=True,
               help="Print the estimated language-model calls and tokens per stage, then stop (nothing is sent).")
+@click.option("--new", "new", is_flag=True,
+              help="Make a new run even when a complete run with the same input, goal and settings exists "
+                   "(by default that run is reused and shown).")
 @DB_OPTION
 @JSON_OPTION
 @user_errors
-def run(input_path, db_path, as_json, dry_run, **kwargs):
+def run(input_path, db_path, as_json, dry_run, new, **kwargs):
     """Cluster the texts in INPUT (CSV, TSV, JSONL, JSON, TXT or Parquet) for a goal."""
     from .config import model_identity
     from .ingest import read_corpus
@@ -390,14 +393,34 @@ def run(input_path, db_path, as_json, dry_run, **kwargs):
     if dry_run:
         _print_estimate(pipeline.estimate(corpus, kwargs["goal"]), as_json)
         return
-    run_id = pipeline.run(corpus, kwargs["goal"])
+    run_id = _reused_or_new_run(pipeline, corpus, kwargs["goal"], new)
     _print_run(db, run_id, as_json)
     if not as_json:
         _say(next_steps(run_id, db_path))
 
 
+def _reused_or_new_run(pipeline, corpus, goal: str, new: bool) -> int:
+    """`run`: reuse the newest complete identical run (saying so), or with ``new`` make a new one
+    (saying why when an identical one exists)."""
+    if not new:
+        reused = pipeline.identical_run(corpus, goal)
+        if reused is not None:
+            _say(reuse_line(reused) + "; pass --new to make a new run")
+            return reused
+    else:
+        same = pipeline.identical_run(corpus, goal, reuse=False)
+        if same is not None:
+            _say(f"making a new run (--new), although complete run {same} has the same input, goal and settings")
+    return pipeline.run(corpus, goal)
+
+
+def reuse_line(run_id: int) -> str:
+    """What `run` and `eval` say when they reuse a complete run instead of computing it again."""
+    return f"reusing complete run {run_id} (same input, goal and settings)"
+
+
 def next_steps(run_id: int, db_path) -> str:
-    """Where the run was written and what to run next (the --db only when it is not the default)."""
+    """Where the run is stored and what to run next (the --db only when it is not the default)."""
     import shlex
 
     default = os.environ.get("TEXTCLUST_DB", "textclust.db")
@@ -459,15 +482,30 @@ def _print_estimate(estimate: dict, as_json: bool) -> None:
         click.echo(spell(estimate["note"]))
 
 
+YES_OPTION = click.option("--yes", "-y", is_flag=True, help="Delete without asking for confirmation.")
+
+
 @cli.command()
+@click.argument("run_ids", metavar="[ID]...", type=RUN_ID, nargs=-1)
+@click.option("--delete", is_flag=True,
+              help="Delete the runs ID… and what belongs only to them (results, explanations, assignments, "
+                   "model-call records); texts, embeddings and cached model answers stay. Asks first.")
+@YES_OPTION
 @DB_OPTION
 @JSON_OPTION
 @user_errors
-def runs(db_path, as_json):
-    """List the runs stored in the database."""
+def runs(run_ids, delete, yes, db_path, as_json):
+    """List the runs stored in the database; with --delete ID…, delete those runs."""
     from .stats import RunStats
 
+    if run_ids and not delete:
+        raise TextclustError("run ids are taken only with --delete (textclust runs --delete ID…)")
+    if delete and not run_ids:
+        raise TextclustError("--delete needs the ids of the runs to delete (textclust runs --delete ID…)")
     db = _existing_db(db_path)
+    if delete:
+        _delete(db, db.plan_delete([_run_id(db, r) for r in run_ids]), yes, as_json)
+        return
     rows = []
     for run, corpus in db.list_runs():
         stats = RunStats.from_dict(run.stats)
@@ -491,6 +529,58 @@ def runs(db_path, as_json):
         from .report import print_run_list
 
         print_run_list(rows)
+
+
+@cli.command()
+@YES_OPTION
+@DB_OPTION
+@JSON_OPTION
+@user_errors
+def prune(yes, db_path, as_json):
+    """Delete failed, incomplete (budget-stopped) and interrupted runs, and complete runs that
+    a newer complete run with the same input, goal and settings repeats. Shows what it would
+    delete and asks first; a run a live process is working on is never deleted."""
+    db = _existing_db(db_path)
+    doomed = db.plan_prune()
+    if not doomed:
+        if as_json:
+            click.echo(json.dumps({"deleted": [], "corpora_deleted": 0}, indent=2))
+        else:
+            click.echo("nothing to prune: no failed, incomplete or interrupted run and no older duplicate")
+        return
+    _delete(db, doomed, yes, as_json)
+
+
+def _stdin_is_interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _delete(db, doomed: list, yes: bool, as_json: bool) -> None:
+    """List the runs ``doomed`` (``maintenance.Doomed``), ask (unless ``yes``), delete them."""
+    n = len(doomed)
+    runs_word = "run" if n == 1 else "runs"
+    for d in doomed:
+        click.echo(f"run {d.run_id} · {d.status} · {d.corpus} · {_clip(d.goal, 50)} · {d.reason}", err=as_json)
+    if not yes:
+        if not _stdin_is_interactive():
+            raise TextclustError(f"not deleting {n} {runs_word} without confirmation: standard input is not "
+                                 "a terminal (pass --yes)")
+        if not click.confirm(f"Delete {n} {runs_word}?", default=False, err=as_json):
+            click.echo("nothing deleted", err=True)
+            click.get_current_context().exit(1)
+    deleted = db.delete_runs([d.run_id for d in doomed])
+    if as_json:
+        click.echo(json.dumps({"deleted": [d.to_dict() for d in doomed], "corpora_deleted": deleted["corpora"]},
+                              indent=2))
+        return
+    corpora = deleted["corpora"]
+    also = f" and {corpora} {'corpus' if corpora == 1 else 'corpora'} no run uses any more" if corpora else ""
+    click.echo(f"deleted {n} {runs_word} ({', '.join(str(d.run_id) for d in doomed)}){also}")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @cli.command()
@@ -595,12 +685,11 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     for note in corpus.notes:
         _say(note)
     pipeline = Pipeline(db, config, log=_log)
-    corpus_id = db.save_corpus(corpus)
-    run_id = db.find_complete_run(corpus_id, kwargs["goal"].strip(), config.result_key())
+    run_id = pipeline.identical_run(corpus, kwargs["goal"])
     if run_id is None:
         run_id = pipeline.run(corpus, kwargs["goal"])
     else:
-        _say(f"reusing complete run {run_id} with the same corpus, goal and settings")
+        _say(reuse_line(run_id))
     result = load_run(db, run_id)
     gold, predicted = [], []
     for row, label in zip(result.rows, corpus.extra[label_column]):

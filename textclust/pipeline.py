@@ -74,6 +74,15 @@ class Pipeline:
             self.log(f"resuming run {run_id} (same input and settings; unfinished)")
         return self._execute(run_id, corpus, goal)
 
+    def identical_run(self, corpus: Corpus, goal: str, *, reuse: bool = True) -> int | None:
+        """The newest complete run of this corpus with this goal and the same result-affecting
+        settings (:meth:`RunConfig.result_key`), or None. With ``reuse`` the run is marked as
+        used now, so that ``latest`` names it; the corpus is stored (once) either way.
+        What `textclust run` and `textclust eval` reuse instead of computing again."""
+        goal = goal.strip() if isinstance(goal, str) else goal
+        key = settings_key(self.db.save_corpus(corpus), goal, self.config.result_key())
+        return self.db.reuse_complete_run(key) if reuse else self.db.find_complete_run_by_key(key)
+
     def resume(self, run_id: int, *, api_key_env: str | None = None, max_calls: int | None = None,
                max_tokens: int | None = None, concurrency: int | None = None) -> int:
         """Finish ``run_id`` in place with its stored configuration and corpus. The model's key
@@ -82,6 +91,7 @@ class Pipeline:
         run = self.db.get_run(run_id)
         if run.status == "complete":
             self.log(f"run {run_id} is already complete; nothing to do")
+            self.db.mark_used(run_id)  # the user's last run all the same (``latest``)
             return run_id
         self.config = RunConfig.from_dict(run.settings).for_resume(
             self.db.recorded_structured_mode(run_id), api_key_env=api_key_env, max_calls=max_calls,

@@ -113,8 +113,8 @@ ROW_COLUMNS = [
 
 
 def resolve_run_id(db: Database, run_id: int | str) -> int:
-    """``run_id`` itself, or the newest run's id for ``"latest"`` (as the command line takes it);
-    NotFoundError in a database without runs."""
+    """``run_id`` itself, or for ``"latest"`` the run a command last made, resumed or reused (as the
+    command line takes it); NotFoundError in a database without runs."""
     if isinstance(run_id, str):
         if run_id.strip().lower() == "latest":
             latest = db.latest_run_id()
@@ -130,7 +130,7 @@ def resolve_run_id(db: Database, run_id: int | str) -> int:
 
 def load_run(db: Database | str | Path, run_id: int | str, include_rows: bool = True) -> RunResult:
     """The stored run ``run_id`` of ``db`` (a :class:`~textclust.store.Database` or the path of
-    one; NotFoundError when either is missing); ``run_id`` ``"latest"`` is the newest run, as on
+    one; NotFoundError when either is missing); ``run_id`` ``"latest"`` is the last run made, resumed or reused, as on
     the command line. Its rows and cluster summaries only when it finished (:data:`FINISHED`)."""
     if not isinstance(db, Database):
         if not Path(db).is_file():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime, timezone
 
 
 def this_process() -> dict:
@@ -19,10 +20,12 @@ def this_process() -> dict:
 
 def claim(run) -> None:
     """Mark ``run`` (a ``runs`` row) as being worked on by this process. Its stats of an
-    earlier attempt are cleared: the new attempt writes its own."""
+    earlier attempt are cleared: the new attempt writes its own. A claimed run is the user's
+    last run (``last_used_at``, what ``latest`` names)."""
     run.status, run.error, run.finished_at = "running", None, None
     run.stats = {}
     run.claimed_by = this_process()
+    run.last_used_at = datetime.now(timezone.utc)
 
 
 def process_alive(claimed_by: dict | None) -> bool:

@@ -26,7 +26,7 @@ from ..corpus import Corpus
 from ..errors import NotFoundError, SettingsError, TextclustError, register_settings
 from ..interfaces import ExplainResult
 from ..stats import RunStats
-from . import migrations, sqlite, write
+from . import maintenance, migrations, sqlite, write
 from .claims import claim, process_alive
 from .records import CAPABILITY_MARK, StoredRun, capability_key
 from .schema import (
@@ -352,9 +352,38 @@ class Database:
 
     def find_complete_run_by_key(self, key: str) -> int | None:
         with self._reading() as s:
-            return s.scalar(
-                select(Run.id).where(Run.settings_key == key, Run.status == "complete").order_by(Run.id.desc())
-            )
+            return s.scalar(_newest_complete(key))
+
+    def reuse_complete_run(self, settings_key: str) -> int | None:
+        """The newest complete run with this settings key, marked as used now (so ``latest``
+        names it); None when there is none. Find and mark in one transaction."""
+        with self.transaction(immediate=True) as s:
+            run_id = s.scalar(_newest_complete(settings_key))
+            if run_id is not None:
+                s.get(Run, run_id).last_used_at = utcnow()
+            return run_id
+
+    def mark_used(self, run_id: int) -> None:
+        """Record that a command used the run now (``latest`` names it from now on)."""
+        with self.transaction() as s:
+            run = s.get(Run, run_id)
+            if run is not None:
+                run.last_used_at = utcnow()
+
+    # --- deleting runs (see :mod:`.maintenance`) -------------------------------------------
+
+    def plan_delete(self, run_ids: list[int]) -> list:
+        """The runs ``run_ids`` as :meth:`delete_runs` would delete them (``maintenance.Doomed``);
+        NotFoundError / SettingsError for ids that do not exist or runs a live process holds."""
+        return maintenance.plan_delete(self, run_ids)
+
+    def plan_prune(self) -> list:
+        """What ``prune`` deletes: failed, incomplete and interrupted runs, and older duplicates."""
+        return maintenance.plan_prune(self)
+
+    def delete_runs(self, run_ids: list[int]) -> dict:
+        """Delete the runs and what belongs only to them, in one transaction."""
+        return maintenance.delete_runs(self, run_ids)
 
     def get_run(self, run_id: int) -> Run:
         with self._reading() as s:
@@ -364,9 +393,11 @@ class Database:
             return run
 
     def latest_run_id(self) -> int | None:
-        """The newest run's id (None in a database without runs)."""
+        """The id of the user's last run: the one a command most recently made, resumed or
+        reused (``runs.last_used_at``; the newer id on a tie). None in a database without runs."""
         with self._reading() as s:
-            return s.scalar(select(func.max(Run.id)))
+            used = func.coalesce(Run.last_used_at, Run.created_at)
+            return s.scalar(select(Run.id).order_by(used.desc(), Run.id.desc()).limit(1))
 
     def list_runs(self) -> list[tuple[Run, CorpusRow]]:
         with self._reading() as s:
@@ -488,6 +519,11 @@ class Database:
             return s.scalar(select(LLMCall.response_format)
                             .where(LLMCall.run_id == run_id, LLMCall.response.is_not(None))
                             .order_by(LLMCall.id.desc()).limit(1))
+
+
+def _newest_complete(key: str):
+    """The query for the newest complete run with settings key ``key``."""
+    return select(Run.id).where(Run.settings_key == key, Run.status == "complete").order_by(Run.id.desc()).limit(1)
 
 
 def settings_key(corpus_id: int, goal: str, settings: dict) -> str:

@@ -10,7 +10,10 @@ adds the language-model record (``llm_calls``, the ``llm_responses`` cache) and
 version 4 stores each run's settings as the configuration tree
 (:meth:`textclust.config.RunConfig.to_dict`, upgraded from the flat settings of earlier
 versions) and moves the claim of the process working on a run (pid, host) from
-``runs.stats`` into its own column, ``runs.claimed_by``.
+``runs.stats`` into its own column, ``runs.claimed_by``; version 5 adds
+``runs.last_used_at`` (when a command last made, resumed or reused the run: ``latest`` is
+the most recently used run), set to each run's ``created_at`` on upgrade, so that
+``latest`` names the same run as before the upgrade.
 
 The DDL of each step is frozen here, as it was at that version, rather than taken
 from the models: a later change to a model must not change what an old step does.
@@ -126,6 +129,16 @@ def _settings_tree_and_claims(conn: Connection) -> None:
                          {"id": run_id, **{column: json.dumps(value) for column, value in changes.items()}})
 
 
+def _add_last_used(conn: Connection) -> None:
+    """Version 5: ``runs.last_used_at``; an existing run was last used when it was created
+    (``latest`` stays the newest run, as it was). Skips the column when it is already there
+    (a database whose version stamps were rolled back by hand) and fills only what is empty."""
+    columns = {c["name"] for c in inspect(conn).get_columns("runs")}
+    if "last_used_at" not in columns:
+        conn.execute(text("ALTER TABLE runs ADD COLUMN last_used_at DATETIME"))
+    conn.execute(text("UPDATE runs SET last_used_at = created_at WHERE last_used_at IS NULL"))
+
+
 def _loads(value):
     if isinstance(value, (str, bytes)):
         try:
@@ -139,6 +152,7 @@ UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     2: ("text_results.reason", _add_reason),
     3: ("llm_calls, llm_responses; explanations.parent_id, goal_similarity; assignments.evidence", _add_llm_record),
     4: ("runs.settings as the configuration tree; runs.claimed_by", _settings_tree_and_claims),
+    5: ("runs.last_used_at", _add_last_used),
 }
 
 NAMES = {1: "initial schema"}

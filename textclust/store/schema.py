@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Run statuses. A finished run has its result rows; "incomplete" is a run stopped by the
 # language-model budget, with the best result so far.
@@ -116,6 +116,10 @@ class Run(Base):
     # never claimed). A failed run keeps the claim of the process it failed in. Schema
     # version 4; before, the claim was written into ``stats``.
     claimed_by: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # When a command last made, resumed or reused the run: ``latest`` is the run with the newest
+    # one (the user's last run, whichever command made or reused it). Schema version 5; an
+    # upgraded run gets its ``created_at``.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=True)
 
 
 class Cluster(Base):
@@ -212,8 +216,10 @@ class LLMCall(Base):
     Written as soon as the request ends, so an interrupted run keeps the record of every
     call it paid for. ``status``: ``ok`` (answered), ``cached`` (served from
     ``llm_responses``; no request was sent), ``error`` (no usable answer: ``error`` says why).
-    ``run_id`` is SET NULL when a run is deleted: the record of what was sent and paid for
-    outlives the run, as the cache does. The API key is never stored. Schema version 3.
+    ``run_id`` is SET NULL when a run row is deleted by other means; ``textclust runs --delete``
+    and ``prune`` (:mod:`.maintenance`) delete a run's calls with it, while the cache
+    (``llm_responses``) stays, so nothing is paid for twice. The API key is never stored.
+    Schema version 3.
     """
 
     __tablename__ = "llm_calls"
