@@ -62,7 +62,7 @@ def test_new_database_is_at_the_current_version_with_the_llm_record(tmp_path):
     path = tmp_path / "new.db"
     Database(path).close()
     schema = _schema(path)
-    assert SCHEMA_VERSION == 5 and V3_TABLES <= set(schema)
+    assert SCHEMA_VERSION == 6 and V3_TABLES <= set(schema)
     for table, columns in V3_COLUMNS.items():
         assert columns <= {c[0] for c in schema[table][0]}
     calls = {c[0]: c for c in schema["llm_calls"][0]}
@@ -94,7 +94,7 @@ def test_version_2_database_is_upgraded_in_place(fake_run_db, copy_db, tmp_path)
     nulls = con.execute("SELECT count(*) FROM explanations WHERE parent_id IS NULL AND goal_similarity IS NULL")
     n_null = nulls.fetchone()[0]
     con.close()
-    assert versions == [1, 2, 3, 4, 5] and "llm_calls" in name
+    assert versions == [1, 2, 3, 4, 5, 6] and "llm_calls" in name
     assert table_counts(path, tuple(before)) == before  # nothing lost
     assert n_null == before["explanations"]
     # The upgraded database has exactly the schema of a new one.
@@ -118,7 +118,7 @@ def test_version_1_database_is_upgraded_to_the_current_version(fake_run_db, copy
     con = sqlite3.connect(path)
     versions = [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY version")]
     con.close()
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [1, 2, 3, 4, 5, 6]
 
 
 def test_calls_outlive_a_deleted_run_and_explanations_nest(fake_run_db, copy_db):

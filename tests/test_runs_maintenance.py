@@ -145,8 +145,9 @@ def test_latest_is_the_run_last_made_or_reused(cli_invoke, work, fake_run_db):
 
 
 def _as_version_4(db: Path) -> None:
-    """What a version-4 textclust left: no runs.last_used_at, stamps 1 to 4."""
+    """What a version-4 textclust left: no runs.last_used_at, no string_embeddings, stamps 1 to 4."""
     _sql(db, "ALTER TABLE runs DROP COLUMN last_used_at")
+    _sql(db, "DROP TABLE string_embeddings")
     _sql(db, "DELETE FROM schema_migrations WHERE version >= 5")
 
 
@@ -173,10 +174,13 @@ def test_a_version_4_database_is_upgraded_without_losing_data(tmp_path, fake_run
     store = Database(db)  # opening upgrades
     latest = store.latest_run_id()
     store.close()
-    assert SCHEMA_VERSION == 5
-    assert [v for (v,) in _sql(db, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5]
-    assert _sql(db, "SELECT name FROM schema_migrations WHERE version = 5") == [("runs.last_used_at",)]
-    assert _everything(db) == before  # every row of every table, unchanged
+    assert SCHEMA_VERSION == 6
+    assert [v for (v,) in _sql(db, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5, 6]
+    assert _sql(db, "SELECT name FROM schema_migrations WHERE version >= 5 ORDER BY version") == [
+        ("runs.last_used_at",), ("string_embeddings",)]
+    after = _everything(db)
+    assert after.pop("string_embeddings") == []  # version 6's cache, new and empty
+    assert after == before  # every row of every table, unchanged
     used = _sql(db, "SELECT id, created_at, last_used_at FROM runs ORDER BY id")
     assert all(last == created for _, created, last in used)  # last used when it was made
     assert latest == max(run_id for run_id, _, _ in used)  # latest names the same run as before
@@ -195,7 +199,9 @@ def test_doctor_fix_upgrades_a_version_4_database(tmp_path, fake_run_db, cli_inv
     fixed = cli_invoke("doctor", "--fix", "--db", db)
     assert fixed.exit_code == 0, fixed.stdout
     assert f"  FIXED    schema: upgraded from version 4 to {SCHEMA_VERSION}" in fixed.stdout.splitlines()
-    assert _everything(db) == before
+    after = _everything(db)
+    assert after.pop("string_embeddings") == []
+    assert after == before
     assert _sql(db, "SELECT last_used_at IS NOT NULL FROM runs") == [(1,)]
 
 

@@ -681,7 +681,7 @@ def test_version_3_database_is_migrated_to_4(tmp_path):
     before = load_run(db, complete)
     db.close()
     versions = _rows(path, "SELECT version, name FROM schema_migrations ORDER BY version")
-    assert [v for v, _ in versions] == [1, 2, 3, 4, 5] == list(range(1, SCHEMA_VERSION + 1))
+    assert [v for v, _ in versions] == [1, 2, 3, 4, 5, 6] == list(range(1, SCHEMA_VERSION + 1))
     assert "claimed_by" in versions[3][1]
     stored = {run_id: (json.loads(s), key, json.loads(st), json.loads(c) if c else None)
               for run_id, s, key, st, c in _rows(path, "SELECT id, settings, settings_key, stats, claimed_by FROM runs")}
@@ -735,7 +735,7 @@ def test_migration_4_leaves_settings_already_in_the_tree_alone(tmp_path):
     db = Database(path)
     assert db.get_run(run_id).settings == tree
     db.close()
-    assert [v for (v,) in _rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5]
+    assert [v for (v,) in _rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_version_1_database_is_migrated_to_the_latest(tmp_path):
@@ -750,7 +750,7 @@ def test_version_1_database_is_migrated_to_the_latest(tmp_path):
     db = Database(path)
     result = load_run(db, complete)
     db.close()
-    assert [v for (v,) in _rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5]
+    assert [v for (v,) in _rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5, 6]
     assert result.config.explaining.k == 4 and len(result.rows) == len(STORE_TEXTS)
 
 

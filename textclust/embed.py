@@ -15,6 +15,8 @@ page: the vector is the same.
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 from dataclasses import dataclass
 
@@ -214,20 +216,30 @@ def embed_texts(db, embedder: EmbedderInterface, text_ids: list[str], texts: lis
     return matrix, report
 
 
-def cached_or_encoded(db, embedder: EmbedderInterface, texts: list[str]) -> np.ndarray:
-    """Unit vectors of a few strings (the user's candidates): from the cache where stored, else
-    computed (and not stored: they are not texts of a corpus)."""
-    from .corpus import text_id
+def string_key(string: str) -> str:
+    """The cache key of a string that is no corpus text: the SHA-256 of exactly what the model reads."""
+    return hashlib.sha256(string.encode("utf-8", "surrogatepass")).hexdigest()
 
-    ids = [text_id(t) for t in texts]
-    order = list(dict.fromkeys(ids))
-    matrix, found = db.load_embeddings(embedder.model, order)
-    vectors = {t: matrix[i] for i, t in enumerate(order) if found[i]}
-    missing = [i for i, t in enumerate(ids) if t not in vectors]
+
+def cached_or_encoded(db, embedder: EmbedderInterface, strings: list[str]) -> np.ndarray:
+    """Unit vectors of strings that are no corpus text (the goal, candidate terms, explanations):
+    from the database's string cache where stored, else computed and stored there, so that a
+    fully cached re-run never loads the embedding model (the model loads on its first encode)."""
+    strings = list(strings)
+    if not strings:
+        return np.asarray(embedder.encode([]), dtype=np.float32)
+    keys = [string_key(s) for s in strings]
+    vectors = db.cached_strings(embedder.model, list(dict.fromkeys(keys)))
+    missing = list(dict.fromkeys(k for k in keys if k not in vectors))
     if missing:
-        computed = np.asarray(embedder.encode([texts[i] for i in missing]), dtype=np.float32)
-        vectors.update(zip([ids[i] for i in missing], computed))
-    return np.vstack([vectors[t] for t in ids]).astype(np.float32)
+        by_key = dict(zip(keys, strings))
+        computed = np.asarray(embedder.encode([by_key[k] for k in missing]), dtype=np.float32)
+        db.store_strings(embedder.model, missing, computed)
+        vectors.update(zip(missing, computed))
+    dims = {v.shape[0] for v in vectors.values()}
+    if len(dims) > 1:  # a damaged cache entry: compute every string again
+        return np.asarray(embedder.encode(strings), dtype=np.float32)
+    return np.vstack([vectors[k] for k in keys]).astype(np.float32)
 
 
 def progress_bar(total: int, progress: bool | None = None) -> tqdm:

@@ -237,7 +237,10 @@ class Pipeline:
         return self.clusterer
 
     def _encode(self, strings) -> np.ndarray:
-        return self.embedder.encode(list(strings))
+        """Vectors of strings that are no corpus text, through the database's string cache."""
+        from .embed import cached_or_encoded
+
+        return cached_or_encoded(self.db, self.embedder, list(strings))
 
     def _goal_vector(self, goal: str):
         """The goal's vector for ranking terms and explanations; None when the embedder cannot

@@ -35,6 +35,7 @@ from .schema import (
     Assignment,
     CorpusRow,
     Embedding,
+    StringEmbedding,
     Explanation,
     InputRow,
     LLMCall,
@@ -284,6 +285,26 @@ class Database:
                     for t, v in zip(text_ids, vectors)
                 ],
             )
+
+    def cached_strings(self, model: str, keys: list[str]) -> dict[str, np.ndarray]:
+        """Cached vectors of strings that are no corpus text, by key (see :class:`StringEmbedding`)."""
+        found: dict[str, np.ndarray] = {}
+        with self._reading() as s:
+            for chunk in sqlite.chunks(keys):
+                rows = s.execute(select(StringEmbedding.key, StringEmbedding.vector)
+                                 .where(StringEmbedding.model == model, StringEmbedding.key.in_(chunk)))
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def store_strings(self, model: str, keys: list[str], vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not len(keys):
+            return
+        with self.transaction() as s:
+            s.execute(StringEmbedding.__table__.insert().prefix_with("OR IGNORE"),
+                      [{"model": model, "key": k, "dim": int(v.shape[0]), "vector": v.tobytes()}
+                       for k, v in zip(keys, vectors)])
 
     # --- runs ---------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ versions) and moves the claim of the process working on a run (pid, host) from
 ``runs.stats`` into its own column, ``runs.claimed_by``; version 5 adds
 ``runs.last_used_at`` (when a command last made, resumed or reused the run: ``latest`` is
 the most recently used run), set to each run's ``created_at`` on upgrade, so that
-``latest`` names the same run as before the upgrade.
+``latest`` names the same run as before the upgrade; version 6 adds ``string_embeddings``,
+the cache of vectors of strings that are no corpus text (goals, candidate terms).
 
 The DDL of each step is frozen here, as it was at that version, rather than taken
 from the models: a later change to a model must not change what an old step does.
@@ -139,6 +140,13 @@ def _add_last_used(conn: Connection) -> None:
     conn.execute(text("UPDATE runs SET last_used_at = created_at WHERE last_used_at IS NULL"))
 
 
+def _add_string_embeddings(conn: Connection) -> None:
+    """Version 6: the ``string_embeddings`` cache (empty: filled as runs embed strings)."""
+    conn.execute(text("CREATE TABLE IF NOT EXISTS string_embeddings (model VARCHAR(500) NOT NULL, "
+                      "key VARCHAR(64) NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
+                      "PRIMARY KEY (model, key))"))
+
+
 def _loads(value):
     if isinstance(value, (str, bytes)):
         try:
@@ -153,6 +161,7 @@ UPGRADES: dict[int, tuple[str, Callable[[Connection], None]]] = {
     3: ("llm_calls, llm_responses; explanations.parent_id, goal_similarity; assignments.evidence", _add_llm_record),
     4: ("runs.settings as the configuration tree; runs.claimed_by", _settings_tree_and_claims),
     5: ("runs.last_used_at", _add_last_used),
+    6: ("string_embeddings", _add_string_embeddings),
 }
 
 NAMES = {1: "initial schema"}

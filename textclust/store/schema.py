@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Run statuses. A finished run has its result rows; "incomplete" is a run stopped by the
 # language-model budget, with the best result so far.
@@ -91,6 +91,18 @@ class Embedding(Base):
     __tablename__ = "embeddings"
     model: Mapped[str] = mapped_column(String(500), primary_key=True)
     text_id: Mapped[str] = mapped_column(ForeignKey("texts.id"), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StringEmbedding(Base):
+    """Cached vector of a string that is no corpus text (a goal, a candidate term, an
+    explanation) under one model, keyed by the SHA-256 of the exact string: with it, a fully
+    cached re-run loads no embedding model."""
+
+    __tablename__ = "string_embeddings"
+    model: Mapped[str] = mapped_column(String(500), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
