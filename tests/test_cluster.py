@@ -193,6 +193,8 @@ def test_settings_validate(kwargs, n, message):
 def test_settings_algorithm_and_round_trip():
     assert RunConfig.from_flat().algorithm == "spectral"  # K chosen by silhouette
     assert RunConfig.from_flat(k=4).algorithm == "spectral"
+    with_model = {"model": "m", "base_url": "http://127.0.0.1:8080/v1"}
+    assert RunConfig.from_flat(model=with_model).algorithm == "kmeans"  # measured: README
     assert RunConfig.from_flat(k=4, clusterer="kmeans").algorithm == "kmeans"
     assert RunConfig.from_flat(k=4, clusterer="hdbscan").algorithm == "hdbscan"
     s = RunConfig.from_flat(k=4, reduction="pca", min_share=0.02)

@@ -286,9 +286,10 @@ def run_options(command):
                           "rejects) and count them, instead of rejecting the file."),
         setting_option("--k", type=int, help="Exact number of explanations (default: chosen automatically)."),
         setting_option("--clusterer", type=click.Choice(list(CLUSTERERS)),
-                       help="auto = spectral clustering of the centred embeddings (K chosen by silhouette unless --k is given); kmeans is the previous default; hdbscan leaves outliers as noise."),
+                       help="auto = spectral clustering of the centred embeddings offline, k-means with a language model "
+                            "(K chosen by silhouette unless --k is given); hdbscan leaves outliers as noise."),
         setting_option("--reduction", type=click.Choice(list(REDUCTIONS)),
-                       help="Dimensionality reduction before clustering (auto = none with --k, else UMAP)."),
+                       help="Dimensionality reduction before clustering (auto = none for spectral and with --k, else UMAP)."),
         setting_option("--n-components", type=int, help="Dimensions after reduction."),
         setting_option("--min-cluster-size", type=int,
                        help="Smallest cluster (default: max(10, 1% of texts)); also caps an automatic K at texts / this."),
