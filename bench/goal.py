@@ -125,7 +125,7 @@ def score_rows(result, gold):
         if row["status"] == "empty":
             continue
         g.append(label)
-        p.append(row["explanation_id"] if row["explanation_id"] is not None else -1)
+        p.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
     return score_partition(g, p).to_dict()
 
 

@@ -255,7 +255,7 @@ def score_rows(result, gold_column: list) -> tuple[dict, list[tuple[str, str, st
         if row["status"] == "empty" or label is None or not normalize_text(str(label)):
             continue
         gold.append(normalize_text(str(label)))
-        predicted.append(row["explanation_id"] if row["explanation_id"] is not None else -1)
+        predicted.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
         detail.append((row["text"], str(label), row["explanation_name"]))
     return score_partition(gold, predicted).to_dict(), detail
 
@@ -341,8 +341,8 @@ def largest_share(result, gold_column: list) -> tuple[float, float]:
         if row["status"] == "empty" or label is None or not normalize_text(str(label)):
             continue
         labels[normalize_text(str(label))] += 1
-        if row["explanation_id"] is not None:
-            predicted[row["explanation_id"]] += 1
+        if row["explanation_number"] is not None:
+            predicted[row["explanation_number"]] += 1
     n = sum(labels.values())
     top = lambda c: round(c.most_common(1)[0][1] / n, 4) if c and n else 0.0  # noqa: E731
     return top(predicted), top(labels)

@@ -148,7 +148,7 @@ def run_textclust(db, embedder, corpus, goal, settings: RunConfig):
     clusterer = MemoClusterer.for_config(db, settings)
     run_id = Pipeline(db, settings, progress=False, embedder=embedder, clusterer=clusterer).run(corpus, goal)
     result = load_run(db, run_id)
-    predicted = [r["explanation_id"] if r["explanation_id"] is not None else -1 for r in result.rows]
+    predicted = [r["explanation_number"] if r["explanation_number"] is not None else -1 for r in result.rows]
     return predicted, result
 
 

@@ -105,7 +105,7 @@ def pipeline_scores(db, embedder, corpus, gold, seeds, goal) -> dict:
         if row["status"] == "empty":
             continue
         g.append(label)
-        p.append(row["explanation_id"] if row["explanation_id"] is not None else -1)
+        p.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
     s = score_partition(g, p)
     return {"acc": s.acc, "coverage": s.coverage, "none_rate": round(sum(x == -1 for x in p) / len(p), 4)}
 

@@ -62,10 +62,10 @@ def test_run_prints_summary_with_offline_notice(sample_run):
     assert "described by words its members contain" in out
     assert f"Run {sample_run.run_id} · complaints · status complete" in out
     assert f"Goal: {GOAL}" in out
-    assert f"{N_ROWS} rows → {N_TEXTS} distinct texts ({N_EMPTY} empty, {N_DUPLICATES} duplicate rows)" in out
+    assert f"{N_ROWS} rows → {N_TEXTS} distinct texts ({N_EMPTY} empty rows, {N_DUPLICATES} duplicate rows)" in out
     # The explanations table: title and header row.
     assert "Explanations" in sample_run.stdout
-    for header in ("explanation", "size", "share", "examples"):
+    for header in ("explanation", "rows", "share", "examples"):
         assert header in sample_run.stdout
     assert f"of {N_ROWS - N_EMPTY} non-empty rows" in out
 
@@ -251,19 +251,20 @@ def test_export_csv_one_row_per_input_row(exports, sample_run, gold):
     empty = [r for r in rows if r["status"] == "empty"]
     assert len(empty) == N_EMPTY
     for r in empty:
-        assert r["text"] == "" and r["text_id"] == "" and r["explanation_id"] == "" and r["cluster"] == ""
+        assert (r["text"] == "" and r["text_id"] == "" and r["explanation_number"] == ""
+                and r["embedding_cluster"] == "")
     # Rows line up with the input file: same text, in the same order.
     for r, original in zip(rows, gold["text"]):
         assert r["text"] == normalize_text(original)
         assert (r["status"] == "empty") == (normalize_text(original) == "")
     assert {r["status"] for r in rows} <= {"empty", "covered", "uncovered"}
     for r in rows:
-        assert (r["explanation_id"] != "") == (r["status"] == "covered")
+        assert (r["explanation_number"] != "") == (r["status"] == "covered")
     # Duplicate rows share their text's result.
     by_text = {}
     for r in rows:
         if r["text_id"]:
-            by_text.setdefault(r["text_id"], set()).add((r["explanation_id"], r["score"]))
+            by_text.setdefault(r["text_id"], set()).add((r["explanation_number"], r["score"]))
     assert len(by_text) == N_TEXTS
     assert all(len(v) == 1 for v in by_text.values())
 
@@ -278,7 +279,7 @@ def test_export_json(exports, sample_run):
     covered = sum(r["status"] == "covered" for r in data["rows"])
     assert covered == N_ROWS - N_EMPTY - data["stats"]["n_uncovered"]
     for cluster in data["clusters"]:
-        assert cluster["size"] == sum(r["explanation_id"] == cluster["explanation_id"] for r in data["rows"])
+        assert cluster["size"] == sum(r["explanation_number"] == cluster["number"] for r in data["rows"])
 
 
 def test_export_markdown(exports, sample_run):
@@ -289,13 +290,13 @@ def test_export_markdown(exports, sample_run):
     assert any(line.startswith("> **Note:** No language model was configured") for line in lines)
     start = lines.index("## Texts")
     table = [line for line in lines[start:] if line.startswith("| ")]
-    assert table[0] == "| row | id | text | explanation | score |"
+    assert table[0] == "| row | id | text | # | explanation | score |"
     body = table[1:]
     assert len(body) == N_ROWS
     assert sum("| _empty_ |" in line for line in body) == N_EMPTY
-    # Every body row has exactly 5 cells: pipes inside texts are escaped.
+    # Every body row has exactly 6 cells: pipes inside texts are escaped.
     for line in body:
-        assert line.replace("\\|", "").count("|") == 6
+        assert line.replace("\\|", "").count("|") == 7
 
 
 # --- eval --------------------------------------------------------------------------------------
@@ -337,7 +338,7 @@ def test_eval_scores_agree_with_the_export(default_eval, exports, gold):
     paths, _ = exports
     with paths["csv"].open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    pairs = [(g, r["explanation_id"] or "-1") for r, g in zip(rows, gold["reason"]) if r["status"] != "empty"]
+    pairs = [(g, r["explanation_number"] or "-1") for r, g in zip(rows, gold["reason"]) if r["status"] != "empty"]
     assert len(pairs) == scores["n"]
     truth, predicted = zip(*pairs)
     assert scores["nmi"] == pytest.approx(normalized_mutual_info_score(truth, predicted), abs=1e-4)

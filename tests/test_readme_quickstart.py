@@ -46,7 +46,7 @@ def test_the_readme_figures_are_the_ones_printed(sample_run):
     pieces = [
         re.search(r"\d+ rows → \d+ distinct texts \([^)]*\)", block),
         re.search(r"Truthfulness .*?lowest \d+%", block),
-        re.search(r"Covered \d+ of \d+ non-empty rows .*?in more than one explanation: \d+", block),
+        re.search(r"Covered \d+ of \d+ non-empty rows .*?in more than one explanation: \d+ rows?", block),
         re.search(r"\d+ explanations selected from \d+ candidates in \d+ round\(s\); embeddings \d+ computed, \d+ cached",
                   block),
     ]

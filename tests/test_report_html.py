@@ -148,12 +148,13 @@ def test_html_report_shows_run_facts(sample_reports, sample_run):
     assert "complaints" in text and "complaints.csv" in text
     assert "no language model configured" in text
     assert "all-MiniLM-L6-v2" in text and "offline-extractive" in text
-    assert "input rows 309" in text and "distinct texts 300" in text and "empty rows 4" in text
+    assert "input 309 rows" in text and "distinct texts 300 distinct texts" in text and "empty 4 empty rows" in text
+    assert "duplicates 5 duplicate rows" in text
     non_empty = 309 - 4
-    assert f"covered {non_empty - stats['n_uncovered']} of {non_empty} ({stats['coverage']:.1%})" in text
-    assert f"uncovered {stats['n_uncovered']} (fit no explanation)" in text
-    assert f"in 2+ explanations {stats['n_multi']}" in text
-    assert f"unclustered {stats['n_unclustered']}" in text
+    assert f"covered {non_empty - stats['n_uncovered']} of {non_empty} non-empty rows ({stats['coverage']:.1%})" in text
+    assert f"uncovered {stats['n_uncovered']} row{'' if stats['n_uncovered'] == 1 else 's'} (fit no explanation)" in text
+    assert f"in 2+ explanations {stats['n_multi']} row{'' if stats['n_multi'] == 1 else 's'}" in text
+    assert f"unclustered {stats['n_unclustered']} row{'' if stats['n_unclustered'] == 1 else 's'}" in text
     assert re.search(r"time \d+\.\d s \(embed \d+\.\d s, cluster \d+\.\d s, explain \d+\.\d s\)", text)
     # Sections that need a language model are absent; the hierarchy too (no data yet).
     assert "evidence quotes" not in text
@@ -177,7 +178,7 @@ def test_html_report_shows_every_explanation(sample_reports, sample_run):
         mean = query(sample_run.db, """SELECT avg(tr.score) FROM input_rows ir
                      JOIN text_results tr ON tr.text_id = ir.text_id AND tr.run_id = ?
                      WHERE tr.explanation_id = ?""", sample_run.run_id, e["id"])[0][0]
-        shown = re.search(re.escape(f". {e['name']} {e['text']} {e['size']} rows (") + r"[^)]*\) · matched by \d+ texts including secondary "
+        shown = re.search(r"#\d+ " + re.escape(f"{e['name']} {e['text']} {e['size']} rows (") + r"[^)]*\) · matched by \d+ rows including secondary "
                           r"matches · mean assignment score (\d\.\d{3})", text)
         assert shown, e["name"]
         assert float(shown.group(1)) == pytest.approx(mean, abs=6e-4)  # shown to 3 decimals
@@ -206,7 +207,7 @@ def test_html_report_has_map_and_size_chart(sample_reports, sample_run):
     page = Page(source)
     ids = {a.get("id") for _, a in page.tags}
     assert {"map-chart", "sizes-chart"} <= ids
-    assert "placed by a 2-D PCA projection" in page.text and "All 300 texts are shown." in page.text
+    assert "placed by a 2-D PCA projection" in page.text and "All 300 distinct texts are shown." in page.text
     figures = [s for s in page.scripts if "Plotly.newPlot" in s]
     assert len(figures) == 2
     assert "Coverage " in figures[0] + figures[1]
@@ -222,7 +223,8 @@ def test_report_map_points_match_the_database(sample_run):
     assert m["n_points"] == m["n_total"] == 300 and not m["sampled"] and m["reduction"] == "pca"
     per_label = {}
     for p in m["points"]:
-        per_label[p["label"]] = per_label.get(p["label"], 0) + 1
+        name = re.fullmatch(r"#\d+ (.*)", p["label"]).group(1) if p["label"] != "uncovered" else p["label"]
+        per_label[name] = per_label.get(name, 0) + 1
     stored = dict(query(sample_run.db, """SELECT coalesce(e.name, 'uncovered'), count(*) FROM text_results tr
                         LEFT JOIN explanations e ON e.id = tr.explanation_id WHERE tr.run_id = ? GROUP BY 1""",
                         sample_run.run_id))
@@ -243,7 +245,7 @@ def test_map_sampling_is_announced(sample_run, tmp_path, cli_invoke):
     result = cli_invoke("report", sample_run.run_id, "-o", out, "--db", sample_run.db, "--map", "pca",
                         "--max-points", 40)
     assert result.exit_code == 0, result.output
-    assert "Showing a random sample of 40 of 300 texts." in Page(out.read_text(encoding="utf-8")).text
+    assert "Showing a random sample of 40 of 300 distinct texts." in Page(out.read_text(encoding="utf-8")).text
 
 
 def test_markdown_report(sample_reports, sample_run):
@@ -255,12 +257,12 @@ def test_markdown_report(sample_reports, sample_run):
     assert f"> **Note:** {OFFLINE_NOTICE}" in md
     assert "| LLM calls, tokens, cost | no language model configured |" in md
     table = md.split("## Explanations")[1].split("\n### ")[0]
-    body = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    body = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| # |")]
     assert len(body) == len(expected) + 1  # + the uncovered row
     non_empty = 309 - 4
     for e in expected:
         assert f"| {e['name']} | {e['text']} | {e['size']} | {e['size'] / non_empty:.1%} |" in md
-        assert f"### " in md and f". {e['name']}\n" in md
+        assert re.search(r"\n### #\d+ " + re.escape(f"{e['name']}\n"), md)
     assert f"## Uncovered texts (fit no explanation): {stats['n_uncovered']} rows" in md
     assert f"## Texts in two or more explanations: {stats['n_multi']} rows" in md
     assert f"## Unclustered texts (noise of the clustering): {stats['n_unclustered']} rows" in md
@@ -463,11 +465,11 @@ def test_max_listed_limits_the_lists_and_says_so(blobs, tmp_path, cli_invoke):
         assert result.exit_code == 0, result.output
     source = html_out.read_text(encoding="utf-8")
     uncovered = source.split('<section id="uncovered">')[1].split("</section>")[0]
-    assert f"the first 5 of {n_uncovered} texts" in Page(uncovered).text
+    assert f"the first 5 of {n_uncovered} distinct texts" in Page(uncovered).text
     assert uncovered.count("<li>") == 5
     md = md_out.read_text(encoding="utf-8")
     section = md.split("## Uncovered texts")[1].split("\n## ")[0]
-    assert f"_The first 5 of {n_uncovered} texts._" in section
+    assert f"_The first 5 of {n_uncovered} distinct texts._" in section
     assert sum(line.startswith("- ") for line in section.splitlines()) == 5
     assert f": {stats['n_uncovered']} rows ({n_uncovered} distinct texts)" in section
 
@@ -509,16 +511,16 @@ def typed_result(*, with_model: bool = True, notice: str | None = None, clustere
     def row(i, text, status, cluster, exp, score, also=""):
         name = {1: "Refunds", 2: "Delivery"}.get(exp)
         return {"row_index": i, "row_key": str(i), "text_id": f"t{i}" if text else None, "text": text,
-                "status": status, "cluster": cluster, "explanation_id": exp, "explanation_name": name,
+                "status": status, "embedding_cluster": cluster, "explanation_number": exp, "explanation_name": name,
                 "explanation": {1: "the refund is late", 2: "the parcel is late"}.get(exp), "score": score,
                 "also_matches": also, "explained_by": "llm" if exp else None, "assigned_by": "llm" if exp else None}
 
-    rows = [row(0, "refund late", "covered", 0, 1, 0.9), row(1, "refund never came", "covered", 0, 1, 0.8, "Delivery"),
+    rows = [row(0, "refund late", "covered", 0, 1, 0.9), row(1, "refund never came", "covered", 0, 1, 0.8, "#2 Delivery"),
             row(2, "parcel lost", "covered", 1, 2, 0.7), row(3, "parcel <b>late</b>", "covered", -1, 2, 0.6),
             row(4, "hello there", "uncovered", 1, None, None), row(5, "", "empty", None, None, None)]
-    clusters = [ClusterSummary(1, "Refunds", "the refund is late", "seed", 2, 0.4, 2, 0.85, ["refund"],
+    clusters = [ClusterSummary(1, 11, "Refunds", "the refund is late", "seed", 2, 0.4, 2, 0.85, ["refund"],
                                ["refund late"], 1, ["refund"]),
-                ClusterSummary(2, "Delivery", "the parcel is late", "llm", 2, 0.4, 3, 0.65, ["parcel"],
+                ClusterSummary(2, 12, "Delivery", "the parcel is late", "llm", 2, 0.4, 3, 0.65, ["parcel"],
                                ["parcel lost"], 1, [])]
     return RunResult(run_id=7, goal="why the customer is unhappy", status="complete",
                      explainer="llm" if with_model else "offline",
@@ -660,8 +662,8 @@ def test_typed_summary_and_export(tmp_path):
     console = Console(record=True, width=200, color_system=None)
     print_summary(typed_result(), console)
     out = console.export_text()
-    assert ("Covered 4 of 5 non-empty rows (80.0%); uncovered (fit no explanation): 1; in more than one explanation: 1; "
-            "left as noise by hdbscan clustering: 1; unparsed (the model's answer could not be used): 1") in out
+    assert ("Covered 4 of 5 non-empty rows (80.0%); uncovered (fit no explanation): 1 row; in more than one explanation: "
+            "1 row; left as noise by hdbscan clustering: 1 row; unparsed (the model's answer could not be used): 1 row") in flat(out)
     assert ("Language model some-llm-1 at http://127.0.0.1:8080/v1: 19 requests sent (3 propose, 14 assign; 2 retries), "
             "3 answered from the cache, 1 failed; 12345 prompt + 678 completion tokens; $0.0421") in out
     assert "2 explanations selected from 4 candidates in 2 round(s); embeddings 5 computed, 0 cached; time" in out
@@ -680,7 +682,7 @@ def test_typed_summary_and_export(tmp_path):
     data = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
     assert data["stats"] == typed_result().stats.to_dict() and data["stats"]["llm_notes"] == ["a note"]
     md = (tmp_path / "run.md").read_text(encoding="utf-8")
-    assert LEGACY_SETTINGS_LINE in md and "| 3 | 3 | parcel &lt;b&gt;late&lt;/b&gt; | Delivery | 0.6 |" in md
+    assert LEGACY_SETTINGS_LINE in md and "| 3 | 3 | parcel &lt;b&gt;late&lt;/b&gt; | #2 | Delivery | 0.6 |" in md
 
 
 def test_stored_texts_name_settings_as_the_reader_knows_them(tmp_path):

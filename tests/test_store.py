@@ -243,7 +243,7 @@ def test_load_run_unknown_id(fake_run_db):
 def _snapshot(db: Database, run_id: int):
     result = load_run(db, run_id)
     return (result.status, [(c.name, c.size, c.explanation) for c in result.clusters],
-            [(r["text_id"], r["explanation_id"]) for r in result.rows])
+            [(r["text_id"], r["explanation_number"]) for r in result.rows])
 
 
 @pytest.mark.parametrize("exception", [RuntimeError("boom in explain"), KeyboardInterrupt()])

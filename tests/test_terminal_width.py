@@ -143,15 +143,17 @@ def test_run_list_is_a_table_when_it_fits(three_runs, cli_invoke):
     out = _render(240, lambda console: print_run_list(rows, console))
     header = next(line for line in out.splitlines() if "┃" in line)
     assert [h.strip() for h in header.strip("┃").split("┃")] == [
-        "id", "created", "status", "corpus", "texts", "goal", "explainer", "explanations", "coverage"]
+        "id", "created", "status", "corpus", "rows", "goal", "explainer", "explanations", "coverage"]
     for r in rows:
         line = next(line for line in out.splitlines() if f"│ {r['id']} " in line)
         assert r["created_at"] in line and CORPUS in line and f"{r['coverage']:.1%}" in line
+        assert f"│ {r['n_rows']:,} " in line  # the corpus's input rows, under "rows"
     narrow = _render(80, lambda console: print_run_list(rows, console))
     assert "┃" not in narrow  # one block per run instead
     flat = " ".join(narrow.split())
     for r in rows:
         assert f"goal: {r['goal']}" in flat
+        assert f"{r['n_rows']:,} rows ({r['n_texts']:,} distinct texts)" in flat
 
 
 def test_cli_runs_at_80_columns(three_runs, cli_invoke, monkeypatch):
@@ -279,7 +281,7 @@ def test_summary_explanations_table_is_readable(three_runs, width):
     widths = _column_widths(table)
     header = next(line for line in table.splitlines() if line.startswith("┃"))
     titles = [h.strip() for h in header.strip("┃").split("┃")]
-    assert titles[:4] == ["#", "explanation" if width >= 80 else "explanation and examples", "size", "share"]
+    assert titles[:4] == ["#", "explanation" if width >= 80 else "explanation and examples", "rows", "share"]
     assert all(w >= 20 for w, t in zip(widths, titles) if t.startswith(("explanation", "examples")))
     lines = table.splitlines()
     for i, cluster in enumerate(result.clusters, start=1):

@@ -127,4 +127,4 @@ def test_the_summary_and_the_report_show_truthfulness(tmp_path, blobs):
     out = console.export_text()
     assert "Truthfulness" in out and f"lowest {min(truths):.0%}" in out
     md = report_markdown(report_from_result(result, ReportOptions()))
-    assert md.count("of its texts") == len(truths)
+    assert md.count("of its distinct texts") == len(truths)

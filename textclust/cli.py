@@ -516,7 +516,8 @@ def runs(run_ids, delete, yes, db_path, as_json):
             "created_at": run.created_at.isoformat(timespec="seconds"),
             "status": run.status,
             "corpus": corpus.name,
-            "n_texts": corpus.n_texts,
+            "n_rows": corpus.n_rows,  # input rows (the unit of coverage)
+            "n_texts": corpus.n_texts,  # distinct texts
             "goal": run.goal,
             "explainer": run.explainer,
             "n_selected": stats.n_selected if written else None,
@@ -697,7 +698,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
         if row["status"] == "empty" or not normalize_text(label):
             continue
         gold.append(normalize_text(label))
-        predicted.append(row["explanation_id"] if row["explanation_id"] is not None else -1)
+        predicted.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
     scores = score_partition(gold, predicted).to_dict()
     scores["run_id"] = run_id
     scores["explainer"] = result.explainer

@@ -24,13 +24,14 @@ EXAMPLES_PER_CLUSTER = 2
 class ClusterSummary:
     """One selected explanation and the texts it covers (as primary explanation)."""
 
-    explanation_id: int
+    number: int  # its rank in the run (largest first): the summary's #N, the exports' explanation_number
+    explanation_db_id: int  # the database's id (internal; SQL joins only)
     name: str
     explanation: str
     source: str
     size: int  # input rows whose primary explanation this is
     share: float  # of non-empty input rows
-    matched: int  # rows this explanation matches at all (incl. as a secondary match)
+    matched: int  # input rows this explanation matches at all (incl. as a secondary match)
     mean_score: float
     terms: list[str]
     examples: list[str]
@@ -82,7 +83,8 @@ class RunResult:
         return self.stats.coverage
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per input row: its text, cluster, primary explanation and score."""
+        """One row per input row: its text, embedding cluster, primary explanation (number, name,
+        text) and score."""
         return pd.DataFrame(self.rows, columns=ROW_COLUMNS)
 
     def to_dict(self, include_rows: bool = True) -> dict:
@@ -101,8 +103,8 @@ ROW_COLUMNS = [
     "text_id",
     "text",
     "status",
-    "cluster",
-    "explanation_id",
+    "embedding_cluster",  # the clustering's label (-1: noise / none), not an explanation
+    "explanation_number",  # the explanation's #N in the run's summary, report and show
     "explanation_name",
     "explanation",
     "score",
@@ -110,6 +112,14 @@ ROW_COLUMNS = [
     "explained_by",  # how the explanation was produced, e.g. "extractive (no language model configured)"
     "assigned_by",  # why it fits: "seed match" / "classifier" (seeded explanations) or "similarity"
 ]
+
+
+def explanation_label(number: int | None, name: str | None) -> str | None:
+    """An explanation as every output names it: its number in the run and its name, "#3 refund"
+    (:mod:`textclust.report.units` words the counts)."""
+    if name is None:
+        return None
+    return name if number is None else f"#{number} {name}"
 
 
 def resolve_run_id(db: Database, run_id: int | str) -> int:
@@ -171,9 +181,11 @@ def load_run(db: Database | str | Path, run_id: int | str, include_rows: bool = 
     secondary = _secondary_matches(stored, explanations)
 
     rows = []
+    primary: list[int | None] = []  # per row, its primary explanation's database id (internal)
     for row_index, row_key, text_id in stored.input_rows:
         res = results.get(text_id) if text_id else None
         exp = explanations.get(res.explanation_id) if res and res.explanation_id else None
+        primary.append(exp.id if exp else None)
         rows.append(
             {
                 "row_index": row_index,
@@ -181,18 +193,23 @@ def load_run(db: Database | str | Path, run_id: int | str, include_rows: bool = 
                 "text_id": text_id,
                 "text": texts.get(text_id, "") if text_id else "",
                 "status": _status(res, exp),
-                "cluster": None if res is None else res.cluster,
-                "explanation_id": exp.id if exp else None,
+                "embedding_cluster": None if res is None else res.cluster,
+                "explanation_number": None,  # set below, once the explanations are ranked
                 "explanation_name": exp.name if exp else None,
                 "explanation": exp.text if exp else None,
                 "score": None if res is None or res.score is None else round(res.score, 4),
-                "also_matches": "; ".join(secondary.get((text_id, exp.id if exp else None), [])),
+                "also_matches": "",  # set below: the other explanations it matches, as "#N name"
                 "explained_by": _explained_by(exp) if exp else None,
                 "assigned_by": res.reason if res is not None and exp else None,
             }
         )
-    result.fit = _fit_to_members(db, result.config.embedding.model, rows)
-    result.clusters = _summaries(explanations, rows, evidence, result.representative_key)
+    result.fit = _fit_to_members(db, result.config.embedding.model, rows, primary)
+    result.clusters = _summaries(explanations, rows, primary, evidence, result.representative_key)
+    number = {c.explanation_db_id: c.number for c in result.clusters}
+    for row, exp_id in zip(rows, primary):
+        row["explanation_number"] = number.get(exp_id)
+        also = secondary.get((row["text_id"], exp_id), []) if exp_id is not None else []
+        row["also_matches"] = "; ".join(explanation_label(number.get(i), explanations[i].name) for i in also)
     if include_rows:
         result.rows = rows
     return result
@@ -228,7 +245,7 @@ def _explained_by(explanation) -> str:
 
 
 def _secondary_matches(stored: StoredRun, explanations: dict) -> dict:
-    """(text id, primary explanation id) -> names of the other selected explanations it matches."""
+    """(text id, primary explanation id) -> ids of the other selected explanations it matches."""
     selected = {i for i, e in explanations.items() if e.selected}
     primary = {t: r.explanation_id for t, r in stored.text_results.items() if r.n_explanations > 1}
     if not primary:
@@ -236,18 +253,18 @@ def _secondary_matches(stored: StoredRun, explanations: dict) -> dict:
     result: dict = {}
     for text_id, exp_id in stored.multi_matches:
         if text_id in primary and exp_id in selected and exp_id != primary[text_id]:
-            result.setdefault((text_id, primary[text_id]), []).append(explanations[exp_id].name)
+            result.setdefault((text_id, primary[text_id]), []).append(exp_id)
     return result
 
 
-def _fit_to_members(db, model: str, rows: list[dict]) -> dict[str, float]:
+def _fit_to_members(db, model: str, rows: list[dict], primary: list) -> dict[str, float]:
     """Text id -> cosine of its embedding with the mean embedding of the texts sharing its
     primary explanation, for explanations whose members' scores tie (else ranking by score
     is enough). Texts without a cached embedding are left out (ranked after the others)."""
     members: dict[int, dict[str, float]] = {}
-    for r in rows:
-        if r["explanation_id"] is not None and r["score"] is not None:
-            members.setdefault(r["explanation_id"], {})[r["text_id"]] = r["score"]
+    for r, exp_id in zip(rows, primary):
+        if exp_id is not None and r["score"] is not None:
+            members.setdefault(exp_id, {})[r["text_id"]] = r["score"]
     tied = {e: list(m) for e, m in members.items() if len(m) > 1 and len(set(m.values())) < len(m)}
     if not tied or not model:
         return {}
@@ -269,19 +286,21 @@ def _fit_to_members(db, model: str, rows: list[dict]) -> dict[str, float]:
     return fit
 
 
-def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = None,
+def _summaries(explanations: dict, rows: list[dict], primary: list, evidence: dict | None = None,
                key=lambda r: -(r["score"] or 0)) -> list[ClusterSummary]:
+    """The selected explanations, largest first, numbered 1, 2, … in that order."""
     non_empty = sum(1 for r in rows if r["status"] != "empty")
     by_explanation: dict = {}
-    for r in rows:
-        by_explanation.setdefault(r["explanation_id"], []).append(r)
+    for r, exp_id in zip(rows, primary):
+        by_explanation.setdefault(exp_id, []).append(r)
     summaries = []
     for exp in (e for e in explanations.values() if e.selected):
         members = by_explanation.get(exp.id, [])
         by_score = sorted({r["text_id"]: r for r in members}.values(), key=key)
         summaries.append(
             ClusterSummary(
-                explanation_id=exp.id,
+                number=0,  # ranked below
+                explanation_db_id=exp.id,
                 name=exp.name,
                 explanation=exp.text,
                 source=exp.source,
@@ -297,6 +316,8 @@ def _summaries(explanations: dict, rows: list[dict], evidence: dict | None = Non
             )
         )
     summaries.sort(key=lambda c: -c.size)
+    for number, summary in enumerate(summaries, start=1):
+        summary.number = number
     return summaries
 
 

@@ -58,11 +58,12 @@ def _write_json(result: RunResult, handle, spell=None) -> None:
 def _write_markdown(result: RunResult, handle, spell=None) -> None:
     """The report's Markdown (same summary as `textclust report --format md`), then every row."""
     lines = [report_markdown(report_from_result(result, ReportOptions(spell=spell))).rstrip("\n")]
-    lines += ["", "## Texts", "", "| row | id | text | explanation | score |", "|---|---|---|---|---|"]
+    lines += ["", "## Texts", "", "| row | id | text | # | explanation | score |", "|---|---|---|---:|---|---|"]
     for r in result.rows:
-        name = r["explanation_name"] or f"_{r['status']}_"
+        name = md_cell(r["explanation_name"]) if r["explanation_name"] else f"_{r['status']}_"
+        number = "" if r["explanation_number"] is None else f"#{r['explanation_number']}"
         lines.append(
-            f"| {r['row_index']} | {md_cell(r['row_key'])} | {md_cell(r['text'])} | {md_cell(name) if r['explanation_name'] else name} | "
+            f"| {r['row_index']} | {md_cell(r['row_key'])} | {md_cell(r['text'])} | {number} | {name} | "
             f"{'' if r['score'] is None else r['score']} |"
         )
     handle.write("\n".join(lines) + "\n")

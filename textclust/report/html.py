@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..errors import TextclustError
 from .model import UNCOVERED, ReportOptions, build_report, report_json
+from .units import count_rows, count_texts
 
 REPORT_FORMATS = ("html", "md", "json")
 UNCOVERED_COLOUR = "#b0b0b0"
@@ -33,6 +34,8 @@ def _environment() -> Environment:
     env.filters["pct"] = lambda v, digits=1: f"{(v or 0) * 100:.{digits}f}%"
     env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int) else v
     env.filters["seconds"] = lambda v: f"{v:.1f} s"
+    env.filters["rows"] = count_rows  # "1,500 rows", "4 empty rows" (rows|rows("empty"))
+    env.filters["texts"] = count_texts  # "1,454 distinct texts"
     return env
 
 
@@ -45,7 +48,8 @@ def palette(n: int) -> list[str]:
 
 
 def colour_map(report: dict) -> dict[str, str]:
-    names = [e["name"] for e in report["explanations"]]
+    """Explanation label ("#N name", as the map's points carry it) -> colour."""
+    names = [e["label"] for e in report["explanations"]]
     colours = dict(zip(names, palette(len(names))))
     colours[UNCOVERED] = UNCOVERED_COLOUR
     return colours
@@ -69,7 +73,7 @@ def map_figure(report: dict, colours: dict[str, str]):
     import plotly.graph_objects as go
 
     points = report["map"]["points"]
-    order = [e["name"] for e in report["explanations"]] + [UNCOVERED]
+    order = [e["label"] for e in report["explanations"]] + [UNCOVERED]
     fig = go.Figure()
     for name in order:
         group = [p for p in points if p["label"] == name]
@@ -102,10 +106,10 @@ def sizes_figure(report: dict, colours: dict[str, str]):
     import plotly.graph_objects as go
 
     counts = report["counts"]
-    names = [e["name"] for e in report["explanations"]] + [UNCOVERED]
+    names = [e["label"] for e in report["explanations"]] + [UNCOVERED]
     sizes = [e["size"] for e in report["explanations"]] + [counts["uncovered"]]
     total = counts["non_empty"] or 1
-    labels = [f"{i}. {_label(n, 32)}" for i, n in enumerate(names[:-1], start=1)] + [f"({UNCOVERED})"]
+    labels = [_label(n, 32) for n in names[:-1]] + [f"({UNCOVERED})"]
     fig = go.Figure(
         go.Bar(
             x=sizes,
@@ -115,15 +119,15 @@ def sizes_figure(report: dict, colours: dict[str, str]):
             text=[f"{s:,} ({s / total:.1%})" for s in sizes],
             textposition="outside",
             cliponaxis=False,
-            hovertext=[f"<b>{_label(n)}</b><br>{s:,} rows, {s / total:.1%}" for n, s in zip(names, sizes)],
+            hovertext=[f"<b>{_label(n)}</b><br>{count_rows(s)}, {s / total:.1%}" for n, s in zip(names, sizes)],
             hoverinfo="text",
         )
     )
     fig.update_layout(
         height=max(220, 28 * len(names) + 90),
         margin={"l": 10, "r": 90, "t": 40, "b": 30},
-        title={"text": f"Coverage {counts['coverage']:.1%}: {counts['covered']:,} of {counts['non_empty']:,} "
-                       f"texts explained", "font": {"size": 14}},
+        title={"text": f"Coverage {counts['coverage']:.1%}: {counts['covered']:,} of "
+                       f"{count_rows(counts['non_empty'], 'non-empty')} explained", "font": {"size": 14}},
         yaxis={"autorange": "reversed", "automargin": True},
         xaxis={"title": "input rows"},
         plot_bgcolor="#fafafa",

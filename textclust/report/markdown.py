@@ -8,6 +8,7 @@ so it never turns into HTML or breaks a table when rendered.
 from __future__ import annotations
 
 from .model import UNCOVERED
+from .units import count_rows, count_texts
 
 
 def md_cell(text) -> str:
@@ -36,13 +37,14 @@ def report_markdown(r: dict) -> str:
     lines += ["## Overview", "", "| | |", "|---|---|",
               f"| corpus | {md_cell(r['corpus']['name'])} ({md_cell(r['corpus']['source'])}, column "
               f"{md_cell(r['corpus']['text_column'])}) |",
-              f"| input rows | {c['rows']:,} ({c['empty']:,} empty, {c['duplicate_rows']:,} duplicate rows) |",
-              f"| distinct texts | {c['texts']:,} |",
+              f"| input | {count_rows(c['rows'])} ({count_rows(c['empty'], 'empty')}, "
+              f"{count_rows(c['duplicate_rows'], 'duplicate')}) |",
+              f"| distinct texts | {count_texts(c['texts'])} |",
               f"| explanations | {c['selected']} selected of {c['candidates']} candidates ({c['rounds']} round(s)) |",
-              f"| covered | {c['covered']:,} of {c['non_empty']:,} ({_pct(c['coverage'])}) |",
-              f"| uncovered | {c['uncovered']:,} (fit no explanation) |",
-              f"| in 2+ explanations | {c['multi']:,} |",
-              f"| unclustered | {c['unclustered']:,} (noise of the {md_cell(r['clusterer'])} clustering) |"]
+              f"| covered | {c['covered']:,} of {count_rows(c['non_empty'], 'non-empty')} ({_pct(c['coverage'])}) |",
+              f"| uncovered | {count_rows(c['uncovered'])} (fit no explanation) |",
+              f"| in 2+ explanations | {count_rows(c['multi'])} |",
+              f"| unclustered | {count_rows(c['unclustered'])} (noise of the {md_cell(r['clusterer'])} clustering) |"]
     for key, value in r["models"].items():
         lines.append(f"| {md_cell(key)} | {md_cell(value)} |")
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in r["timings"].items())
@@ -58,17 +60,17 @@ def report_markdown(r: dict) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
     lines += ["", f"Settings: {md_cell(settings)}", ""]
 
-    lines += ["## Explanations", "", "| # | name | explanation | size | share | mean score |",
+    lines += ["## Explanations", "", "| # | name | explanation | rows | share | mean score |",
               "|---:|---|---|---:|---:|---:|"]
     for e in r["explanations"]:
-        lines.append(f"| {e['number']} | {md_cell(e['name'])} | {md_cell(e['explanation'])} | {e['size']:,} | "
+        lines.append(f"| #{e['number']} | {md_cell(e['name'])} | {md_cell(e['explanation'])} | {e['size']:,} | "
                      f"{_pct(e['share'])} | {e['mean_score']:.3f} |")
     lines.append(f"| | _{UNCOVERED}_ | | {c['uncovered']:,} | {_pct(c['uncovered'] / c['non_empty'] if c['non_empty'] else 0)} | |")
     for e in r["explanations"]:
-        lines += ["", f"### {e['number']}. {md_cell(e['name'])}", "", md_cell(e["explanation"]), "",
-                  f"- size: {e['size']:,} rows ({_pct(e['share'])}); matched by {e['matched']:,} texts including "
-                  f"secondary matches; mean assignment score {e['mean_score']:.3f}; {md_cell(e['source'])}"
-                  + (f"; true of {_pct(e['truth'])} of its texts" if e.get("truth") is not None else "")]
+        lines += ["", f"### #{e['number']} {md_cell(e['name'])}", "", md_cell(e["explanation"]), "",
+                  f"- size: {count_rows(e['size'])} ({_pct(e['share'])}); matched by {count_rows(e['matched'])} "
+                  f"including secondary matches; mean assignment score {e['mean_score']:.3f}; {md_cell(e['source'])}"
+                  + (f"; true of {_pct(e['truth'])} of its distinct texts" if e.get("truth") is not None else "")]
         if e["terms"]:
             lines.append("- distinctive terms: " + ", ".join(f"`{md_cell(t).replace('`', '')}`" for t in e["terms"]))
         if e["representative"]:
@@ -79,7 +81,8 @@ def report_markdown(r: dict) -> str:
             lines += ["- evidence quotes:"] + [f"  > {_text(q)}" for q in e["evidence"]]
 
     ov = r["overlaps"]
-    lines += ["", f"## Texts in two or more explanations: {ov['n_rows']:,} rows ({ov['n_texts']:,} distinct texts)", ""]
+    lines += ["", f"## Texts in two or more explanations: {count_rows(ov['n_rows'])} ({count_texts(ov['n_texts'])})",
+              ""]
     if ov["texts"]:
         lines += _shown(len(ov["texts"]), ov["n_texts"])
         lines += ["| text | primary explanation | also matches |", "|---|---|---|"]
@@ -94,7 +97,7 @@ def report_markdown(r: dict) -> str:
                               ("unclustered", "Unclustered texts (noise of the clustering)",
                                "The clustering left no text as noise.")):
         section = r[key]
-        lines += ["", f"## {title}: {section['n_rows']:,} rows ({section['n_texts']:,} distinct texts)", ""]
+        lines += ["", f"## {title}: {count_rows(section['n_rows'])} ({count_texts(section['n_texts'])})", ""]
         if not section["texts"]:
             lines.append(r["not_listed"] if section["n_texts"] else empty)
             continue
@@ -110,7 +113,7 @@ def report_markdown(r: dict) -> str:
 
 
 def _shown(shown: int, total: int) -> list[str]:
-    return [f"_The first {shown:,} of {total:,} texts._", ""] if shown < total else []
+    return [f"_The first {shown:,} of {count_texts(total)}._", ""] if shown < total else []
 
 
 def _tree(nodes, depth: int) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import RunConfig, model_identity
 from ..errors import TextclustError, register_settings, render_settings
-from ..results import FINISHED, RunResult, load_run
+from ..results import FINISHED, RunResult, explanation_label, load_run
 
 register_settings(("max_points", "max_listed"))
 
@@ -81,7 +81,7 @@ def report_from_result(result: RunResult, options: ReportOptions) -> dict:
     report["explanations"] = _explanations(result, options)
     report["overlaps"] = _overlaps(result, options)
     report["uncovered"] = _listing(result, options, lambda r: r["status"] == "uncovered")
-    report["unclustered"] = _listing(result, options, lambda r: r["status"] != "empty" and r["cluster"] == -1)
+    report["unclustered"] = _listing(result, options, lambda r: r["status"] != "empty" and r["embedding_cluster"] == -1)
     # The tree of sub-explanations ([{"name", "size", "children": [...]}, ...]) of a --depth 2 run.
     report["hierarchy"] = result.stats.hierarchy or None
     report["map"] = None
@@ -187,16 +187,17 @@ def _distinct(rows: list[dict]) -> list[dict]:
 def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
     by_explanation: dict[int, list[dict]] = {}
     for r in result.rows:
-        if r["explanation_id"] is not None:
-            by_explanation.setdefault(r["explanation_id"], []).append(r)
+        if r["explanation_number"] is not None:
+            by_explanation.setdefault(r["explanation_number"], []).append(r)
     items = []
-    for i, c in enumerate(result.clusters, start=1):
-        members = _distinct(by_explanation.get(c.explanation_id, []))
+    for c in result.clusters:
+        members = _distinct(by_explanation.get(c.number, []))
         members.sort(key=result.representative_key)  # ties of the model's scores: closest to the members first
         items.append(
             {
-                "number": i,
-                "id": c.explanation_id,
+                "number": c.number,  # the summary's #N and the exports' explanation_number
+                "label": explanation_label(c.number, c.name),  # "#N name"
+                "explanation_db_id": c.explanation_db_id,
                 "name": c.name,
                 "explanation": c.explanation,
                 "source": c.source,
@@ -223,7 +224,8 @@ def _overlaps(result: RunResult, options: ReportOptions) -> dict:
         "n_rows": result.stats.n_multi,
         "n_texts": len(rows),
         "texts": [
-            {"text": r["text"], "primary": r["explanation_name"], "also": r["also_matches"].split("; "),
+            {"text": r["text"], "primary": explanation_label(r["explanation_number"], r["explanation_name"]),
+             "also": r["also_matches"].split("; "),
              "n_rows": r["n_rows"]}
             for r in rows[: options.max_listed]
         ],
@@ -236,7 +238,8 @@ def _listing(result: RunResult, options: ReportOptions, keep) -> dict:
         "n_rows": sum(r["n_rows"] for r in rows),
         "n_texts": len(rows),
         "texts": [
-            {"text": r["text"], "explanation": r["explanation_name"], "n_rows": r["n_rows"]}
+            {"text": r["text"], "explanation": explanation_label(r["explanation_number"], r["explanation_name"]),
+             "n_rows": r["n_rows"]}
             for r in rows[: options.max_listed]
         ],
     }
@@ -268,7 +271,7 @@ def map_points(db, result: RunResult, options: ReportOptions) -> dict:
             "x": round(float(x), 4),
             "y": round(float(y), 4),
             "text": _clip(t["text"]),
-            "label": t["explanation_name"] or UNCOVERED,
+            "label": explanation_label(t["explanation_number"], t["explanation_name"]) or UNCOVERED,
         }
         for t, (x, y) in zip(present, xy)
     ]

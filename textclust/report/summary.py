@@ -8,6 +8,7 @@ from rich.table import Table
 from ..results import FINISHED, RunResult
 from ..stats import ModelUsage
 from .model import Spell, spelled, spelled_result
+from .units import count_rows, count_texts, input_summary
 
 EXAMPLE_CHARS = 90
 
@@ -32,10 +33,7 @@ def print_summary(result: RunResult, console: Console | None = None, spell: Spel
         if result.error:
             console.print(f"Error: {result.error}", markup=False)
         return
-    console.print(
-        f"{corpus['n_rows']} rows → {corpus['n_texts']} distinct texts "
-        f"({corpus['n_empty']} empty, {corpus['n_duplicate_rows']} duplicate rows)"
-    )
+    console.print(input_summary(corpus["n_rows"], corpus["n_texts"], corpus["n_empty"], corpus["n_duplicate_rows"]))
     if result.notice:
         console.print(f"[yellow]Note:[/yellow] {result.notice}")
     if stats.goal_notice:
@@ -49,12 +47,13 @@ def print_summary(result: RunResult, console: Console | None = None, spell: Spel
     non_empty = corpus["n_rows"] - corpus["n_empty"]
     console.print(
         # Input rows throughout (a duplicate text counts once per row), as the coverage figure.
-        f"Covered {non_empty - stats.n_uncovered} of {non_empty} non-empty rows ({stats.coverage:.1%}); "
-        f"uncovered (fit no explanation): {stats.n_uncovered}; "
-        f"in more than one explanation: {stats.n_multi}"
+        f"Covered {non_empty - stats.n_uncovered:,} of {count_rows(non_empty, 'non-empty')} ({stats.coverage:.1%}); "
+        f"uncovered (fit no explanation): {count_rows(stats.n_uncovered)}; "
+        f"in more than one explanation: {count_rows(stats.n_multi)}"
         + ("" if stats.clusterer in ("none", "kmeans", "spectral")  # a partition leaves no text as noise
-           else f"; left as noise by {stats.clusterer or 'the'} clustering: {stats.n_unclustered}")
-        + (f"; unparsed (the model's answer could not be used): {stats.n_unparsed}" if stats.n_unparsed else "")
+           else f"; left as noise by {stats.clusterer or 'the'} clustering: {count_rows(stats.n_unclustered)}")
+        + (f"; unparsed (the model's answer could not be used): {count_rows(stats.n_unparsed)}"
+           if stats.n_unparsed else "")
     )
     if stats.model:
         console.print(llm_usage_line(stats.model), markup=False)
@@ -70,7 +69,7 @@ def print_summary(result: RunResult, console: Console | None = None, spell: Spel
 
 def _truth_line(clusters) -> str | None:
     """How often each "mentions …" explanation is literally true of its texts (issue 15)."""
-    shares = [(i, c.truth) for i, c in enumerate(clusters, start=1) if c.truth is not None]
+    shares = [(c.number, c.truth) for c in clusters if c.truth is not None]
     if not shares:
         return None
     listed = ", ".join(f"#{i} {t:.0%}" for i, t in shares)
@@ -115,11 +114,12 @@ def _explanations_table(clusters, console: Console) -> Table:
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("explanation" if side_by_side else "explanation and examples", overflow="fold",
                      min_width=20)
-    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("rows", justify="right", no_wrap=True)
     table.add_column("share", justify="right", no_wrap=True)
     if side_by_side:
         table.add_column("examples", overflow="fold", min_width=20)
-    for i, c in enumerate(clusters, start=1):
+    for c in clusters:
+        i = c.number  # the explanation's #N: the exports' explanation_number, the reports' #N
         examples = _escape("\n".join(f"• {_clip(e)}" for e in c.examples))
         quotes = "".join(f"\n[dim]“{_escape(_clip(q, 60))}”[/dim]" for q in c.evidence[:2])
         explanation = f"[bold]{_escape(c.name)}[/bold]\n{_escape(c.explanation)}{quotes}"
@@ -152,7 +152,8 @@ def fits_width(console: Console, table: Table) -> bool:
     return needed <= console.width
 
 
-RUN_COLUMNS = ("id", "created", "status", "corpus", "texts", "goal", "explainer", "explanations", "coverage")
+# "rows": the corpus's input rows, the unit of the coverage beside it (and of the summary's counts).
+RUN_COLUMNS = ("id", "created", "status", "corpus", "rows", "goal", "explainer", "explanations", "coverage")
 
 
 def print_run_list(rows: list[dict], console: Console | None = None) -> None:
@@ -171,7 +172,7 @@ def print_run_list(rows: list[dict], console: Console | None = None) -> None:
             table.add_column(column, no_wrap=True)
     for r in rows:
         table.add_row(
-            str(r["id"]), r["created_at"], r["status"], _escape(r["corpus"]), str(r["n_texts"]),
+            str(r["id"]), r["created_at"], r["status"], _escape(r["corpus"]), f"{r['n_rows']:,}",
             _escape(r["goal"]), r["explainer"], "" if r["n_selected"] is None else str(r["n_selected"]),
             "" if r["coverage"] is None else f"{r['coverage']:.1%}",
         )
@@ -191,10 +192,11 @@ def _run_blocks(rows: list[dict]) -> Table:
     grid.add_column(overflow="fold")
     for i, r in enumerate(rows):
         lines = [Text.assemble((r["status"], "bold"), f" · created {r['created_at']} · {r['explainer']}"),
-                 Text.assemble("corpus ", (r["corpus"], "bold"), f", {r['n_texts']} texts"),
+                 Text.assemble("corpus ", (r["corpus"], "bold"),
+                               f", {count_rows(r['n_rows'])} ({count_texts(r['n_texts'])})"),
                  Text.assemble("goal: ", r["goal"])]
         result = ([] if r["n_selected"] is None else [f"{r['n_selected']} explanations"]) + \
-                 ([] if r["coverage"] is None else [f"coverage {r['coverage']:.1%}"])
+                 ([] if r["coverage"] is None else [f"coverage {r['coverage']:.1%} of non-empty rows"])
         if result:
             lines.append(Text(" · ".join(result)))
         if i:
