@@ -120,13 +120,7 @@ def load(name: str, field: str):
 
 
 def score_rows(result, gold):
-    g, p = [], []
-    for row, label in zip(result.rows, gold):
-        if row["status"] == "empty":
-            continue
-        g.append(label)
-        p.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
-    return score_partition(g, p).to_dict()
+    return result.score(gold).to_dict()
 
 
 def main() -> None:

@@ -250,13 +250,8 @@ def paper_scheme(goal: str, texts: list[str], candidates: list[dict], max_chars:
 
 def score_rows(result, gold_column: list) -> tuple[dict, list[tuple[str, str, str | None]]]:
     """Scores as ``textclust eval`` computes them, and (text, gold, predicted name) per scored row."""
-    gold, predicted, detail = [], [], []
-    for row, label in zip(result.rows, gold_column):
-        if row["status"] == "empty" or label is None or not normalize_text(str(label)):
-            continue
-        gold.append(normalize_text(str(label)))
-        predicted.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
-        detail.append((row["text"], str(label), row["explanation_name"]))
+    gold, predicted, kept = result.scored_rows(gold_column)
+    detail = [(result.rows[i]["text"], gold[j], result.rows[i]["explanation_name"]) for j, i in enumerate(kept)]
     return score_partition(gold, predicted).to_dict(), detail
 
 

@@ -100,13 +100,8 @@ def pipeline_scores(db, embedder, corpus, gold, seeds, goal) -> dict:
     seed_list = [{"name": k, "explanation": v} for k, v in seeds.items()]
     config = RunConfig.from_flat(candidates=seed_list, only_candidates=True)
     result = load_run(db, Pipeline(db, config, embedder=embedder).run(corpus, goal))
-    g, p = [], []
-    for row, label in zip(result.rows, gold):
-        if row["status"] == "empty":
-            continue
-        g.append(label)
-        p.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
-    s = score_partition(g, p)
+    _, p, _ = result.scored_rows(gold)
+    s = result.score(gold)
     return {"acc": s.acc, "coverage": s.coverage, "none_rate": round(sum(x == -1 for x in p) / len(p), 4)}
 
 

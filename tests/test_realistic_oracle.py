@@ -77,6 +77,21 @@ def own_wordings(oracle) -> list[tuple[str, str]]:
     return [(label_name(label), text) for label, text in sorted(chosen.items())]
 
 
+def faulty_and_clean(**rates) -> tuple[RealisticOracle, RealisticOracle, list[tuple[str, str]]]:
+    """An oracle with the given fault ``rates`` beside a clean one, both having proposed (so
+    both know the same wordings), and the clean one's wordings as candidates."""
+    faulty = RealisticOracle(TEXTS, GOLD, **{**CLEAN, **rates})
+    clean = RealisticOracle(TEXTS, GOLD, **CLEAN)
+    candidates = own_wordings(clean)
+    own_wordings(faulty)
+    return faulty, clean, candidates
+
+
+def parsed_assignment(data, messages) -> dict:
+    """The assign answer ``data`` read against the items its prompt asked about."""
+    return parse_answer(data, {i["id"]: i["check"] for i in data_items(messages[-1]["content"])})
+
+
 def assign_messages(candidates, texts, checks=None, batch: int = 5) -> list[list[dict]]:
     prompt = AssignPrompt(GOAL, candidates)
     numbers = checks or list(range(1, len(candidates) + 1))
@@ -179,10 +194,7 @@ def test_broad_merged_and_duplicate_proposals_happen_at_their_rates(rate):
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.3])
 def test_format_quirks_happen_at_the_quirk_rate(rate):
-    quirky = RealisticOracle(TEXTS, GOLD, **{**CLEAN, "quirk_rate": rate})
-    clean = RealisticOracle(TEXTS, GOLD, **CLEAN)
-    candidates = own_wordings(clean)
-    own_wordings(quirky)
+    quirky, clean, candidates = faulty_and_clean(quirk_rate=rate)
     quirky.stats["quirks"].clear()  # count the assign answers only
     calls = [m for checks in ([1, 2, 3], [4, 5, 6]) for m in assign_messages(candidates, TEXTS, checks, batch=1)]
     differ = sum(content(quirky(request(m))) != content(clean(request(m))) for m in calls)
@@ -245,10 +257,7 @@ def test_at_rate_zero_it_proposes_and_judges_what_the_perfect_oracle_does():
 
 
 def test_each_quirk_occurs_and_the_parser_recovers_it_or_reports_it():
-    quirky = RealisticOracle(TEXTS, GOLD, **{**CLEAN, "quirk_rate": 1.0})
-    clean = RealisticOracle(TEXTS, GOLD, **CLEAN)
-    candidates = own_wordings(clean)
-    own_wordings(quirky)
+    quirky, clean, candidates = faulty_and_clean(quirk_rate=1.0)
     seen = set()
     for messages in assign_messages(candidates, TEXTS[:300], batch=4):
         before = dict(quirky.stats["quirks"])
@@ -258,7 +267,7 @@ def test_each_quirk_occurs_and_the_parser_recovers_it_or_reports_it():
         expected = matches(clean, messages)
         if kind == "missing_text":  # read fine, one id left out: judge() asks for it again
             data = read(answer, ASSIGN_SCHEMA, validate_assignment)
-            got = parse_answer(data, {i["id"]: i["check"] for i in data_items(messages[-1]["content"])})
+            got = parsed_assignment(data, messages)
             assert len(got) == len(expected) - 1 and all(set(got[t]) == expected[t] for t in got)
         else:
             with pytest.raises(ValueError):  # the quirk is real: plain JSON reading fails ...
@@ -267,7 +276,7 @@ def test_each_quirk_occurs_and_the_parser_recovers_it_or_reports_it():
                 else:
                     json.loads(answer)
             data = read(answer, ASSIGN_SCHEMA, validate_assignment)  # ... and the tolerant one recovers
-            got = parse_answer(data, {i["id"]: i["check"] for i in data_items(messages[-1]["content"])})
+            got = parsed_assignment(data, messages)
             assert {t: set(v) for t, v in got.items()} == expected, kind
     assert seen == set(RealisticOracle.quirk_kinds)
     # proposals: only the quirks that apply there, all recovered
@@ -279,10 +288,7 @@ def test_each_quirk_occurs_and_the_parser_recovers_it_or_reports_it():
 
 
 def test_broken_answers_are_reported_and_a_repair_request_is_answered_from_the_original_prompt():
-    broken = RealisticOracle(TEXTS, GOLD, **{**CLEAN, "broken_rate": 1.0})
-    clean = RealisticOracle(TEXTS, GOLD, **CLEAN)
-    candidates = own_wordings(clean)
-    own_wordings(broken)
+    broken, clean, candidates = faulty_and_clean(broken_rate=1.0)
     reasons = set()
     for messages in assign_messages(candidates, TEXTS[:200], batch=4):
         reply = broken(request(messages))

@@ -581,10 +581,10 @@ def test_find_complete_run_by_settings(tmp_path):
     run_id = _stored_run(db, corpus, settings={"k": 3})
     corpus_id = db.get_run(run_id).corpus_id
     assert db.get_run(run_id).settings_key == settings_key(corpus_id, "the goal", {"k": 3})
-    assert db.find_complete_run(corpus_id, "the goal", {"k": 3}) == run_id
-    assert db.find_complete_run(corpus_id, "the goal", {"k": 4}) is None
+    assert db.find_complete_run_by_key(settings_key(corpus_id, "the goal", {"k": 3})) == run_id
+    assert db.find_complete_run_by_key(settings_key(corpus_id, "the goal", {"k": 4})) is None
     db.fail_run(run_id, "x")
-    assert db.find_complete_run(corpus_id, "the goal", {"k": 3}) is None
+    assert db.find_complete_run_by_key(settings_key(corpus_id, "the goal", {"k": 3})) is None
     db.close()
 
 

@@ -674,7 +674,7 @@ def export(run_id, fmt, output, db_path):
 def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     """Run (or reuse) the pipeline on INPUT and score it against a gold label column."""
     from .evaluate import score_partition
-    from .ingest import normalize_text, read_corpus
+    from .ingest import read_corpus
     from .pipeline import Pipeline
     from .results import load_run
     from .store import Database
@@ -693,12 +693,7 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     else:
         _say(reuse_line(run_id))
     result = load_run(db, run_id)
-    gold, predicted = [], []
-    for row, label in zip(result.rows, corpus.extra[label_column]):
-        if row["status"] == "empty" or not normalize_text(label):
-            continue
-        gold.append(normalize_text(label))
-        predicted.append(row["explanation_number"] if row["explanation_number"] is not None else -1)
+    gold, predicted, _ = result.scored_rows(corpus.extra[label_column])
     scores = score_partition(gold, predicted).to_dict()
     scores["run_id"] = run_id
     scores["explainer"] = result.explainer

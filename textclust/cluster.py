@@ -219,30 +219,17 @@ def choose_k(Z: np.ndarray, largest: int, random_state: int = 0, grid=K_GRID) ->
     space this puts K within 2× of the gold count far more often than HDBSCAN. Scored on a
     seeded sample of :data:`K_SAMPLE` texts: the silhouette costs O(n²).
     """
-    from sklearn.metrics import silhouette_score
-
-    n = len(Z)
-    if n < 3:
-        return 1, {}
-    sample = Z
-    if n > K_SAMPLE:
-        sample = Z[np.random.default_rng(random_state).choice(n, K_SAMPLE, replace=False)]
-    ks = [k for k in grid if k <= min(largest, len(sample) - 1)] or [2]
-    scores = {}
-    for k in ks:
-        labels = _kmeans(sample, k, random_state, n_init=3)
-        if len(set(labels.tolist())) < 2:
-            continue
-        scores[k] = float(silhouette_score(sample, labels, metric="euclidean"))
-    if not scores:
-        return 1, {}
-    return max(scores, key=lambda k: (scores[k], -k)), scores
+    return _best_silhouette(Z, largest, random_state, grid, K_SAMPLE, "euclidean")
 
 
 def centred(X: np.ndarray) -> np.ndarray:
     """The vectors less their mean, back to unit length (the corpus's common direction removed)."""
-    C = np.asarray(X, dtype=np.float64) - np.asarray(X, dtype=np.float64).mean(axis=0)
-    return C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
+    X = np.asarray(X, dtype=np.float64)
+    return _unit_rows(X - X.mean(axis=0))
+
+
+def _unit_rows(M: np.ndarray) -> np.ndarray:
+    return M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
 
 
 def graph_neighbours(n: int) -> int:
@@ -283,8 +270,7 @@ def spectral_partition(Z: np.ndarray, k: int, random_state: int = 0) -> np.ndarr
         warnings.simplefilter("ignore")  # "graph is not fully connected": separate groups are fine here
         U = spectral_embedding(A, n_components=min(k, n - 2), eigen_solver="arpack", random_state=random_state,
                                drop_first=False)
-    U = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
-    return _kmeans(U, k, random_state)
+    return _kmeans(_unit_rows(U), k, random_state)
 
 
 def choose_k_centred(C: np.ndarray, largest: int, random_state: int = 0,
@@ -292,21 +278,29 @@ def choose_k_centred(C: np.ndarray, largest: int, random_state: int = 0,
     """The K of :data:`SILHOUETTE_GRID` (at most ``largest``) whose k-means partition (3 starts)
     of the centred vectors ``C`` has the highest cosine silhouette, and every K's silhouette.
     Scored on a seeded sample of :data:`SILHOUETTE_SAMPLE` texts (the silhouette is quadratic)."""
+    return _best_silhouette(C, largest, random_state, grid, SILHOUETTE_SAMPLE, "cosine")
+
+
+def _best_silhouette(Z: np.ndarray, largest: int, random_state: int, grid, sample_size: int,
+                     metric: str) -> tuple[int, dict[int, float]]:
+    """The K of ``grid`` (at most ``largest``) whose k-means partition (3 starts) of a seeded
+    sample of at most ``sample_size`` rows of ``Z`` has the highest mean silhouette under
+    ``metric`` (ties: the smaller K), and every K's silhouette; (1, {}) when none can be scored."""
     from sklearn.metrics import silhouette_score
 
-    n = len(C)
+    n = len(Z)
     if n < 3:
         return 1, {}
-    sample = C
-    if n > SILHOUETTE_SAMPLE:
-        sample = C[np.random.default_rng(random_state).choice(n, SILHOUETTE_SAMPLE, replace=False)]
+    sample = Z
+    if n > sample_size:
+        sample = Z[np.random.default_rng(random_state).choice(n, sample_size, replace=False)]
     ks = [k for k in grid if k <= min(largest, len(sample) - 1)] or [2]
     scores = {}
     for k in ks:
         labels = _kmeans(sample, k, random_state, n_init=3)
         if len(set(labels.tolist())) < 2:
             continue
-        scores[k] = float(silhouette_score(sample, labels, metric="cosine"))
+        scores[k] = float(silhouette_score(sample, labels, metric=metric))
     if not scores:
         return 1, {}
     return max(scores, key=lambda k: (scores[k], -k)), scores

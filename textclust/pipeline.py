@@ -64,8 +64,7 @@ class Pipeline:
         goal = goal.strip() if isinstance(goal, str) else goal
         self.config.validate(corpus.n_texts, goal)
         self._check_model_server()
-        corpus_id = self.db.save_corpus(corpus)
-        key = settings_key(corpus_id, goal, self.config.result_key())
+        corpus_id, key = self._run_key(corpus, goal)
         run_id = self.db.claim_unfinished_run(key)
         if run_id is None:
             run_id = self.db.start_run(corpus_id, goal, explainer_name(self.config), self.config.to_dict(), key,
@@ -79,9 +78,14 @@ class Pipeline:
         settings (:meth:`RunConfig.result_key`), or None. With ``reuse`` the run is marked as
         used now, so that ``latest`` names it; the corpus is stored (once) either way.
         What `textclust run` and `textclust eval` reuse instead of computing again."""
-        goal = goal.strip() if isinstance(goal, str) else goal
-        key = settings_key(self.db.save_corpus(corpus), goal, self.config.result_key())
+        _, key = self._run_key(corpus, goal.strip() if isinstance(goal, str) else goal)
         return self.db.reuse_complete_run(key) if reuse else self.db.find_complete_run_by_key(key)
+
+    def _run_key(self, corpus: Corpus, goal: str) -> tuple[int, str]:
+        """The stored corpus's id (stored once) and the key of a run of it for ``goal`` with
+        these settings: what finds an identical run, finished or not."""
+        corpus_id = self.db.save_corpus(corpus)
+        return corpus_id, settings_key(corpus_id, goal, self.config.result_key())
 
     def resume(self, run_id: int, *, api_key_env: str | None = None, max_calls: int | None = None,
                max_tokens: int | None = None, concurrency: int | None = None) -> int:

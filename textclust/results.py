@@ -82,6 +82,30 @@ class RunResult:
     def coverage(self) -> float:
         return self.stats.coverage
 
+    def scored_rows(self, gold: list) -> tuple[list[str], list[int], list[int]]:
+        """What ``textclust eval`` scores against a gold column aligned with the input rows:
+        (gold labels, predicted explanation numbers with -1 for none, row indices), over the
+        rows with a text and a non-empty gold label (labels normalised as texts are)."""
+        from .ingest import normalize_text
+
+        labels, predicted, kept = [], [], []
+        for i, (row, label) in enumerate(zip(self.rows, gold)):
+            label = normalize_text(label)
+            if row["status"] == "empty" or not label:
+                continue
+            labels.append(label)
+            number = row["explanation_number"]
+            predicted.append(-1 if number is None else number)
+            kept.append(i)
+        return labels, predicted, kept
+
+    def score(self, gold: list):
+        """:class:`~textclust.evaluate.Scores` of this run against ``gold`` (see :meth:`scored_rows`)."""
+        from .evaluate import score_partition
+
+        labels, predicted, _ = self.scored_rows(gold)
+        return score_partition(labels, predicted)
+
     def to_dataframe(self) -> pd.DataFrame:
         """One row per input row: its text, embedding cluster, primary explanation (number, name,
         text) and score."""

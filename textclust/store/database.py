@@ -366,12 +366,8 @@ class Database:
                            stats=stats, timings=timings, status=status, goal_similarity=goal_similarity,
                            error=error)
 
-    def find_complete_run(self, corpus_id: int, goal: str, settings: dict) -> int | None:
-        """The newest complete run with exactly these inputs, for reuse (e.g. by ``eval``);
-        ``settings`` as given to :func:`settings_key`."""
-        return self.find_complete_run_by_key(settings_key(corpus_id, goal, settings))
-
     def find_complete_run_by_key(self, key: str) -> int | None:
+        """The newest complete run with this settings key (:func:`settings_key`), or None."""
         with self._reading() as s:
             return s.scalar(_newest_complete(key))
 
