@@ -186,3 +186,39 @@ def test_help_is_not_an_error(cli_invoke, args):
     result = cli_invoke(*args)
     assert result.exit_code == 0 and result.stderr == ""
     assert result.stdout.startswith("Usage: ") and "Options:" in result.stdout
+
+
+# --- an embedding model that is nowhere: said at once, before sentence-transformers loads --------
+
+
+def test_an_absent_embedding_model_fails_in_one_line_without_loading_sentence_transformers(
+        cli_invoke, tmp_path, monkeypatch):
+    """With the hub off, a model that is neither on disk nor in the Hugging Face cache cannot load;
+    the run says so before importing sentence-transformers (which alone takes ~10 s): the import
+    is made impossible here, so reaching it would be an ImportError, not this message."""
+    import sys
+
+    from tests.conftest import GOAL, SAMPLE
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SENTENCE_TRANSFORMERS_HOME", raising=False)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    db = tmp_path / "t.db"
+    result = cli_invoke("run", SAMPLE, "--goal", GOAL, "--db", db, "--embedding-model", "nobody/no-such-model-xyz")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), repr(result.exception)  # a settings error
+    assert "Traceback" not in result.stderr
+    line = result.stderr.splitlines()[-1]  # after the ingest summary: the one error line
+    assert line.startswith("textclust: error: ")
+    assert "cannot load embedding model 'nobody/no-such-model-xyz'" in line
+    assert "not in the Hugging Face cache" in line
+
+
+def test_a_model_folder_on_disk_is_not_refused_by_the_offline_check(tmp_path, monkeypatch):
+    from textclust.embed import absent_offline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SENTENCE_TRANSFORMERS_HOME", raising=False)
+    assert absent_offline(str(tmp_path)) is None  # a folder: the library decides
+    assert absent_offline(str(tmp_path / "missing")) is not None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert absent_offline(str(tmp_path / "missing")) is None  # the hub may have it: let it try

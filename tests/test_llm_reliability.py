@@ -4,8 +4,9 @@ Every test talks to textclust's real HTTP client through :class:`tests.llm_serve
 answering as :class:`tests.oracle.Oracle` (gold labels of ``data/complaints.csv``), on the
 real embedding model. To keep the file fast:
 
-* the embeddings of the corpora are computed ONCE in this process (``template``) and each
-  test works on a copy of that database, so most runs never compute an embedding;
+* the embeddings of the corpora are computed ONCE in this process (``embedded``) and each
+  test works on a copy of that database (``template``: with the baseline run's string cache
+  too), so most runs never compute an embedding and most children never load the model;
 * every run uses ``--reduction pca`` (UMAP's JIT compilation alone costs tens of seconds);
 * only the interrupted runs use real subprocesses (``python -m textclust``), killed with
   SIGKILL; everything else goes through click's CliRunner in this process.
@@ -319,7 +320,7 @@ def hostile_csv(workdir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def template(workdir, hostile_csv) -> Path:
+def embedded(workdir, hostile_csv) -> Path:
     """A database holding both corpora and their embeddings (the model runs once, here)."""
     from textclust.embed import Embedder, embed_texts
     from textclust.ingest import read_corpus
@@ -347,9 +348,9 @@ def copy_template(template: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def baseline(workdir, template) -> dict:
+def baseline(workdir, embedded) -> dict:
     """One uninterrupted run of the command the interrupted runs use (in this process)."""
-    db = copy_template(template, workdir / "baseline.db")
+    db = copy_template(embedded, workdir / "baseline.db")
     with ScriptedServer(oracle()) as server:
         result = invoke(*run_args(db, server.base_url), env=cli_env(workdir))
         requests = list(server.requests)
@@ -360,6 +361,22 @@ def baseline(workdir, template) -> dict:
     assert len(set(bodies)) == len(bodies)
     return {"db": db, "run_id": run_id, "requests": requests, "outcome": outcome(db, run_id),
             "counts": table_counts(db, run_id), "n_requests": len(requests)}
+
+
+@pytest.fixture(scope="module")
+def template(embedded, baseline) -> Path:
+    """``embedded`` with the baseline run's string cache (goal, terms, explanations) too, so a
+    child process that finds its strings there never imports sentence-transformers (~10 s each)."""
+    con = sqlite3.connect(embedded)
+    try:
+        con.execute("ATTACH DATABASE ? AS done", (str(baseline["db"]),))
+        con.execute("INSERT OR IGNORE INTO string_embeddings SELECT * FROM done.string_embeddings")
+        con.commit()
+        con.execute("DETACH DATABASE done")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    return embedded
 
 
 def assert_finished_like_baseline(db: Path, run_id: int, baseline: dict) -> None:

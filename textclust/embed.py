@@ -42,6 +42,33 @@ def resolve_model(name: str) -> str:
     return name
 
 
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def absent_offline(location: str) -> str | None:
+    """Why ``location`` (a resolved model name) cannot load, when that is certain without
+    importing sentence-transformers: the hub is off (``HF_HUB_OFFLINE``), and the model is
+    neither a folder on disk nor in the Hugging Face cache. None when it may load."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in _TRUE or os.path.exists(location):
+        return None
+    if os.environ.get("SENTENCE_TRANSFORMERS_HOME"):  # a cache of its own: let the library look
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    # sentence-transformers reads a bare name as one of its own models.
+    repos = [location] if "/" in location else [location, f"sentence-transformers/{location}"]
+    for repo in repos:
+        for filename in ("modules.json", "config.json"):
+            try:
+                if isinstance(try_to_load_from_cache(repo, filename), str):
+                    return None
+            except Exception:  # not a valid repository name: it cannot be in the cache either
+                continue
+    return "not a folder on disk and not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+
+
 class SentenceTransformerEmbedder:
     """The default :class:`~textclust.interfaces.Embedder`: a sentence-transformers model
     (loaded on first use), counting the texts longer than its window."""
@@ -62,12 +89,16 @@ class SentenceTransformerEmbedder:
 
     def _load(self):
         if self._model is None:
+            location = resolve_model(self.model)
+            absent = absent_offline(location)
+            if absent:  # say so now: importing sentence-transformers alone takes ~10 s
+                raise SettingsError(f"cannot load embedding model '{self.model}': {absent}")
             from sentence_transformers import SentenceTransformer
 
             _quiet_transformers()
 
             try:
-                self._model = SentenceTransformer(resolve_model(self.model), device=self.device)
+                self._model = SentenceTransformer(location, device=self.device)
             except Exception as err:  # OSError, ValueError, HF errors… all mean "cannot load"
                 raise SettingsError(
                     f"cannot load embedding model '{self.model}': {' '.join(str(err).split())[:200]}"
