@@ -381,19 +381,19 @@ def run(input_path, db_path, as_json, dry_run, new, **kwargs):
                          skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
-    db = Database(db_path)
     _say(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
     for note in corpus.notes:
         _say(note)
-    pipeline = Pipeline(db, config, log=_log)
     if config.model is None:
         _say("no language model configured (--llm-model): offline explainer")
     else:
         _say(f"language model: {config.model.model} at {model_identity(config.model)['server']}")
-    if dry_run:
-        _print_estimate(pipeline.estimate(corpus, kwargs["goal"]), as_json)
+    if dry_run:  # from the corpus and the settings alone: no database is opened, nothing is sent
+        _print_estimate(Pipeline(None, config, log=_log).estimate(corpus, kwargs["goal"]), as_json)
         return
+    db = Database(db_path)
+    pipeline = Pipeline(db, config, log=_log)
     run_id = _reused_or_new_run(pipeline, corpus, kwargs["goal"], new)
     _print_run(db, run_id, as_json)
     if not as_json:
@@ -473,7 +473,7 @@ def _print_estimate(estimate: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(estimate, indent=2))
         return
-    click.echo("Estimated language-model use (dry run: nothing was sent)")
+    click.echo("Estimated language-model use (dry run: nothing was sent, embedded or stored)")
     click.echo(f"{'stage':<10}{'calls':>8}{'prompt tokens':>16}{'completion tokens':>20}")
     for stage in ("propose", "assign", "total"):
         row = estimate.get(stage) or {}
@@ -727,13 +727,16 @@ def eval_command(input_path, label_column, db_path, as_json, **kwargs):
 def report(run_id, output, fmt, map_reduction, max_points, max_listed, db_path):
     """Write a readable report of one run (RUN_ID, or latest): HTML with a map and charts,
     Markdown or JSON."""
+    from .progress import working
     from .report.html import write_report
     from .report.model import ReportOptions
 
     db = _existing_db(db_path)
     run_id = _run_id(db, run_id)
     options = ReportOptions(reduction=map_reduction, max_points=max_points, max_listed=max_listed, spell=flag_for)
-    used = write_report(db, run_id, output, fmt, options)
+    # The HTML map reduces every embedding to 2-D: seconds on a large run, so say so first.
+    with working("report", f"writing the report of run {run_id} to {output}…", _say):
+        used = write_report(db, run_id, output, fmt, options)
     _say(f"wrote the {used} report of run {run_id} to {output}")
 
 

@@ -9,6 +9,7 @@ language model), so nothing here depends on which.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from .explain.goal import embed_goal, goal_similarity
 from .explain.hierarchy import tree
 from .interfaces import NOISE, Candidate, Clusterer, Embedder, ExplainResult, ModelClient, RunStore
 from .llm.errors import LLMError, TransientError
+from .progress import bar_safe, working
 from .stats import RunStats
 from .store.database import settings_key
 
@@ -50,7 +52,7 @@ class Pipeline:
                  client: ModelClient | None = None):
         self.db = db
         self.config = config or RunConfig()
-        self.log = log or (lambda message: None)
+        self.log = bar_safe(log or (lambda message: None))
         self.progress = progress
         self.embedder = embedder
         self.clusterer = clusterer
@@ -100,6 +102,7 @@ class Pipeline:
         self.config = RunConfig.from_dict(run.settings).for_resume(
             self.db.recorded_structured_mode(run_id), api_key_env=api_key_env, max_calls=max_calls,
             max_tokens=max_tokens, concurrency=concurrency)
+        self._check_model_server()  # before the run is claimed, re-embedded and re-clustered
         self.log(f"resuming run {run_id} ({run.status}): {self.config.explained_by}")
         corpus = self.db.load_corpus(run.corpus_id)
         self.db.claim_run(run_id, takeover=True)
@@ -107,16 +110,21 @@ class Pipeline:
 
     def estimate(self, corpus: Corpus, goal: str) -> dict:
         """The dry run: the language-model calls and tokens per stage, before anything is spent.
-        Embeds (cached) and clusters, as a run would, to draw the same samples; stores no run."""
-        explainer = self._explainer(goal.strip(), run_id=None, send=False)
+        From the corpus and the settings alone: nothing is embedded, clustered, stored or sent
+        (the database is not touched; ``db`` may be None)."""
+        goal = goal.strip()
+        explainer = self._explainer(goal, run_id=None, send=False)
         explainer.check_estimate()  # offline: nothing to estimate, say so before any work
         self.config.validate(corpus.n_texts, goal)
-        self.db.save_corpus(corpus)  # the embedding cache refers to stored texts
-        data = self._embed(corpus)
-        self.log("dry run: clustering as the run would, because the model is shown samples drawn "
-                 "across the clusters and the estimate counts those prompts (no model call is made)")
-        labels = self._cluster(data.X)
-        return explainer.estimate(data.X, data.texts, labels, data.weights, data.user_candidates)
+        texts = [corpus.texts[t] for t in corpus.text_ids]
+        # The counts depend on the number of texts, the batch size and the settings; only the
+        # proposer's sample (tokens, not calls) depends on the clusters, so one group stands in.
+        user = [Candidate(name=c["name"], text=c["explanation"], vector=None, source="seed")
+                for c in self.config.explaining.user_candidates or []]
+        result = explainer.estimate(None, texts, np.zeros(len(texts), dtype=int), _weights(corpus), user)
+        result["note"] += (" The proposer's sample is drawn at random here (a run draws it across the clusters): "
+                           "the dry run embeds and clusters nothing.")
+        return result
 
     def _check_model_server(self) -> None:
         """Before anything is embedded or clustered (minutes on a large corpus), make sure the
@@ -125,7 +133,7 @@ class Pipeline:
         model = self.config.model
         if model is None or model.gguf or self.client is not None:
             return
-        check = getattr(model.make_transport(), "check", None)
+        check = getattr(model.make_transport(), "check", None)  # a missing OpenAI key fails here
         if check is None:
             return
         tries = min(3, model.max_retries + 1)  # a server still starting up gets a few seconds
@@ -157,7 +165,8 @@ class Pipeline:
         goal_vector = self._goal_vector(goal)
         labels = self._cluster(data.X)
         explainer = self._explainer(goal, run_id=run_id, send=True)
-        with self._timed(explainer.stage):
+        with self._timed(explainer.stage), working("explaining", _explaining_plan(self.config, len(data.texts)),
+                                                   self.log, self.progress, status=_calls_so_far(explainer)):
             result = explainer.explain(data.X, data.texts, labels, data.weights,
                                        user_candidates=data.user_candidates, goal_vector=goal_vector)
         stats = self._stats(corpus, goal, labels, data, result, explainer, run_id)
@@ -176,10 +185,7 @@ class Pipeline:
 
         text_ids = corpus.text_ids
         texts = [corpus.texts[t] for t in text_ids]
-        # Each distinct text counts as many times as it appears in the input.
-        position = {t: i for i, t in enumerate(text_ids)}
-        weights = np.bincount([position[t] for t in corpus.row_text_ids if t is not None],
-                              minlength=len(text_ids)).astype(float)
+        weights = _weights(corpus)
         model = self.config.embedding.model
         with self._timed("embed"):
             if self.embedder is None:
@@ -203,8 +209,8 @@ class Pipeline:
         config = self.config
         clusterer = self._clusterer()
         with self._timed("cluster"):
-            self.log(_clustering_plan(clusterer, len(X)))
-            fitted = clusterer.fit(X)
+            with working("clustering", _clustering_plan(clusterer, len(X)), self.log, self.progress):
+                fitted = clusterer.fit(X)
             labels = np.asarray(fitted.labels_)
             n_clusters = len(set(labels.tolist()) - {NOISE})
             reduction = getattr(fitted, "reduction_", config.clustering.reduction)
@@ -299,6 +305,13 @@ class _Embedded:
         self.user_candidates = user_candidates
 
 
+def _weights(corpus: Corpus) -> np.ndarray:
+    """Each distinct text (in ``corpus.text_ids`` order) counts as many times as it appears in the input."""
+    position = {t: i for i, t in enumerate(corpus.text_ids)}
+    return np.bincount([position[t] for t in corpus.row_text_ids if t is not None],
+                       minlength=len(position)).astype(float)
+
+
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -321,3 +334,23 @@ def _clustering_plan(clusterer, n: int) -> str:
         steps.append("choosing the number of clusters by silhouette")
     steps.append(f"clustering with {algorithm}")
     return "clustering: " + ", then ".join(steps) + "…"
+
+
+def _explaining_plan(config: RunConfig, n: int) -> str:
+    """What the explain stage is about to do (seconds offline, minutes with a model)."""
+    e = config.explaining
+    by = f"the language model {config.model.model}" if config.model else "words and embeddings (offline)"
+    if e.only_candidates:
+        return f"explaining: judging {n} distinct texts against the given explanations with {by}…"
+    plan = f"explaining: up to {config.rounds} rounds of propose, assign, select over {n} distinct texts with {by}"
+    if config.model:
+        plan += f" (each round asks about every text, {e.batch_size} a call: about {math.ceil(n / e.batch_size)} calls a round)"
+    return plan + "…"
+
+
+def _calls_so_far(explainer):
+    """The model's calls so far, for the explain step's ticker (None offline)."""
+    usage = getattr(getattr(explainer, "client", None), "usage", None)
+    if usage is None:
+        return None
+    return lambda: "{calls} model calls, {cached_calls} from cache".format(**usage())
