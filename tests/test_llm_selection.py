@@ -167,7 +167,10 @@ def test_representative_examples_are_the_members_closest_to_their_explanation_no
     assert all(example in typical for example in refund.examples)
     report = report_from_result(result, ReportOptions(representative=5))
     shown = next(e for e in report["explanations"] if e["name"] == "refund complaint")["representative"]
-    assert [r["text"] for r in shown] and all(r["text"] in typical for r in shown)
+    # The typical members first (a near-duplicate of one already shown is skipped, so an odd
+    # member may fill the last place), never the file's first members ahead of them.
+    is_typical = [r["text"] in typical for r in shown]
+    assert is_typical[:2] == [True, True] and is_typical == sorted(is_typical, reverse=True), shown
 
 
 # --- c. the proposer sees the current candidates and proposes only what is missing -----------------

@@ -143,9 +143,12 @@ def hostile_report(tmp_path_factory):
     blobs = make_blobs()
     texts, X = list(blobs.texts), blobs.X.copy()
     refund = [i for i, g in enumerate(blobs.groups) if g == 0]
-    for i, hostile in zip(refund, HOSTILE):
+    e = np.eye(X.shape[1], dtype=np.float32)
+    for j, (i, hostile) in enumerate(zip(refund, HOSTILE)):
         texts[i] = hostile
-        X[i] = np.eye(X.shape[1], dtype=np.float32)[0]  # at the blob's centre: among its most representative texts
+        # Near the blob's centre, among its most representative texts; each in a direction of its own,
+        # as identical embeddings would make them near-duplicates, of which a report lists one.
+        X[i] = (e[0] + 0.4 * e[3 + j]) / np.linalg.norm(e[0] + 0.4 * e[3 + j])
     folder = tmp_path_factory.mktemp("browser")
     corpus = corpus_from_texts(texts, name='<img src=x onerror="window.__pwned=\'name\'">corpus')
     db = Database(folder / "hostile.db")

@@ -710,3 +710,143 @@ def test_stored_texts_name_settings_as_the_reader_knows_them(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["notice"] == as_flags
     assert result.stats.notice == notice  # the stored text is left as stored
     assert result.notice == by_name  # what a Python caller reads names the keywords
+
+
+# --- readability (issue "The first hour of a new user", item 10) -----------------------------------
+
+
+class ClippedTexts(HTMLParser):
+    """Each <details class="clip"> of a page: the start it shows closed, and the text it opens to."""
+
+    def __init__(self, source: str):
+        super().__init__(convert_charrefs=True)
+        self.clips: list[dict] = []
+        self.outside: list[str] = []  # the page's text outside these elements
+        self._in: str | None = None  # "start", "label" or "full" while inside a clip
+        self.feed(source)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "details" and attrs.get("class") == "clip":
+            self.clips.append({"start": "", "full": "", "open": "open" in attrs})
+            self._in = "label"
+        elif self._in and tag == "span" and attrs.get("class") == "start":
+            self._in = "start"
+
+    def handle_endtag(self, tag):
+        if self._in == "start" and tag == "span":
+            self._in = "label"
+        elif self._in and tag == "summary":
+            self._in = "full"
+        elif self._in and tag == "details":
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in in ("start", "full"):
+            self.clips[-1][self._in] += data
+        elif self._in is None:
+            self.outside.append(data)
+
+
+def test_long_texts_show_their_start_and_open_whole():
+    """A listed text longer than 300 characters shows its first ≤300, cut at a word, and opens to
+    the whole text in a <details> element (no script); a short text is shown as it is."""
+    from textclust.report.html import render_html
+
+    def article(topic: str) -> str:  # 1,500+ characters, like a news article
+        return f"<{topic}> " + " ".join(f"{topic}{i} sentence & more." for i in range(100))
+
+    result = typed_result()
+    long_texts = {0: article("refund"), 1: article("overlap"), 4: article("uncovered")}  # representative, in two, uncovered
+    for i, text in long_texts.items():
+        result.rows[i]["text"] = text
+    source = render_html(_report(result))
+    page = ClippedTexts(source.split("</head>", 1)[1])  # the page, without the inlined plotly.js
+    assert len(page.clips) >= 3
+    for text in long_texts.values():
+        clips = [c for c in page.clips if c["full"] == text]
+        assert clips, text[:40]
+        for clip in clips:
+            start = clip["start"]
+            assert start.endswith("…") and len(start) <= 300 and not clip["open"]
+            assert text.startswith(start[:-1]) and text[len(start) - 1] in " .,;:-"  # no word cut in two
+            assert len(start) > 200  # not cut further back than needed
+        assert text not in " ".join(page.outside)  # nowhere in full outside its <details>
+    assert "parcel lost" in " ".join(page.outside) and all(c["full"] != "parcel lost" for c in page.clips)
+    # The whole text is escaped like any other: its "<refund>" is text, not a tag.
+    assert "&lt;refund&gt; refund0" in source and "<refund>" not in source
+
+
+def _many_explanations(n: int) -> dict:
+    """A report of ``n`` explanations (sizes falling with the number) and a map with points of each."""
+    report = _report(typed_result())
+    first = report["explanations"][0]
+    report["explanations"] = [{**first, "number": i, "name": f"topic{i}", "label": f"#{i} topic{i}",
+                               "size": 100 - i, "representative": []} for i in range(1, n + 1)]
+    labels = [e["label"] for e in report["explanations"]] + ["uncovered"]
+    points = [{"x": float(i), "y": float(j), "text": f"text {i}-{j}", "label": label}
+              for i, label in enumerate(labels) for j in range(3)]
+    report["map"] = {"n_total": len(points), "sampled": False, "reduction": "pca", "embedding_model": FAKE_MODEL,
+                     "n_points": len(points), "points": points, "n_missing": 0, "unavailable": None}
+    return report
+
+
+def _lab(colour: str, simulate=None) -> np.ndarray:
+    """CIE L*a*b* of an sRGB colour, optionally as a colour-blind viewer sees it (``simulate``: a
+    3x3 matrix on linear RGB)."""
+    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    if simulate is not None:
+        linear = np.clip(simulate @ linear, 0, 1)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    x, y, z = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = lambda t: np.cbrt(t) if t > 0.008856 else 7.787 * t + 16 / 116  # noqa: E731
+    return np.array([116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))])
+
+
+# Machado, Oliveira and Fernandes (2009), severity 1.0: how protanopes, deuteranopes and tritanopes see.
+COLOUR_BLINDNESS = {
+    "typical": None,
+    "protanopia": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                            [-0.003882, -0.048116, 1.051998]]),
+    "deuteranopia": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                              [-0.011820, 0.042940, 0.968881]]),
+    "tritanopia": np.array([[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                            [0.004733, 0.691367, 0.303900]]),
+}
+
+
+@pytest.mark.parametrize("n", [3, 8, 9, 14])
+def test_explanation_colours_are_distinct_and_never_the_uncovered_grey(n):
+    from textclust.report.html import OTHER_COLOUR, UNCOVERED_COLOUR, colour_map
+
+    report = _many_explanations(n)
+    colours = colour_map(report)
+    own = [colours[e["label"]] for e in report["explanations"]]
+    distinct = min(n, 8)  # eight hues, then the smallest explanations share one neutral colour
+    assert len(set(own[:distinct])) == distinct and OTHER_COLOUR not in own[:distinct]
+    assert own[distinct:] == [OTHER_COLOUR] * (n - distinct)
+    assert colours["uncovered"] == UNCOVERED_COLOUR and UNCOVERED_COLOUR not in own
+    # Every two colours a reader must tell apart stay apart (CIE76 ΔE ≥ 15) for typical vision and
+    # for each kind of dichromacy. (plotly's palette, used before, had two pinks 3 apart for deuteranopes.)
+    shown = sorted(set(own) | {UNCOVERED_COLOUR})
+    for vision, simulate in COLOUR_BLINDNESS.items():
+        lab = {c: _lab(c, simulate) for c in shown}
+        closest = min((float(np.linalg.norm(lab[a] - lab[b])), a, b) for i, a in enumerate(shown) for b in shown[i + 1:])
+        assert closest[0] >= 15, (vision, closest)
+
+
+def test_the_map_groups_the_smallest_explanations_as_other():
+    from textclust.report.html import OTHER_COLOUR, UNCOVERED_COLOUR, colour_map, map_figure, render_html
+
+    report = _many_explanations(11)
+    colours = colour_map(report)
+    traces = map_figure(report, colours).data
+    assert [t.name for t in traces] == [f"#{i} topic{i}" for i in range(1, 9)] + ["other (3 explanations)", "uncovered"]
+    other, uncovered = traces[-2], traces[-1]
+    assert other.marker.color == OTHER_COLOUR and uncovered.marker.color == UNCOVERED_COLOUR
+    assert len(other.x) == 9  # the points of #9, #10 and #11, each hover naming its own explanation
+    assert {h.split("</b>")[0] for h in other.hovertext} == {"<b>#9 topic9", "<b>#10 topic10", "<b>#11 topic11"}
+    assert len({t.marker.color for t in traces}) == len(traces)
+    text = Page(render_html(report)).text
+    assert "light grey: uncovered; dark grey: other (3 explanations), the smallest" in text

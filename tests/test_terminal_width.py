@@ -338,3 +338,66 @@ def _comparison_shown_whole(data, width: int) -> str:
     expected = {(i + 1, j + 1, v) for i, row in enumerate(data["table"]) for j, v in enumerate(row) if v}
     assert _contingency_cells(out) == expected
     return out
+
+
+# --- 80 columns and pipes, through the command line (issue "The first hour of a new user", item 10) --
+
+
+def _explanations_header(out: str) -> list[str]:
+    header = next(line for line in out.splitlines() if line.startswith("┃"))
+    return [h.strip() for h in header.strip("┃").split("┃")]
+
+
+def test_cli_show_at_80_columns(three_runs, cli_invoke, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    db, (a, _, _) = three_runs
+    result = cli_invoke("show", a, "--db", db)
+    assert result.exit_code == 0, result.output
+    _assert_fits(result.stdout, 80)
+    assert _explanations_header(result.stdout) == ["#", "explanation", "rows", "share", "examples"]  # none squeezed
+    for name in NAMES_A[:6]:
+        assert re.search(rf"\b{_first_word(name)}\b", result.stdout), name
+
+
+@pytest.fixture
+def no_terminal(monkeypatch):
+    """The process as in a pipe: no COLUMNS, and no standard stream is a terminal."""
+    def not_a_terminal(*args):
+        raise OSError("not a terminal")
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("os.get_terminal_size", not_a_terminal)
+
+
+@pytest.mark.parametrize("command", ["runs", "show", "compare"])
+def test_cli_output_in_a_pipe_fits_80_columns(three_runs, cli_invoke, no_terminal, command):
+    db, (a, b, _) = three_runs
+    args = {"runs": ["runs"], "show": ["show", a], "compare": ["compare", a, b]}[command]
+    result = cli_invoke(*args, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" not in result.stdout  # no colour codes either
+    _assert_fits(result.stdout, 80)
+    assert max(len(line) for line in result.stdout.splitlines()) > 70  # the 80 columns are used
+    if command == "runs":  # one block per run, every field of it whole
+        for season in SEASONS:
+            assert re.search(rf"\b{season}\b", result.stdout)
+        assert result.stdout.count(f"corpus {CORPUS},") == 3 and result.stdout.count("· created ") == 3
+    elif command == "show":
+        assert _explanations_header(result.stdout) == ["#", "explanation", "rows", "share", "examples"]
+
+
+def test_runs_through_a_real_pipe(three_runs):
+    """`textclust runs | …` as a process whose output is a pipe (the case the issue reported)."""
+    import os
+    import subprocess
+    import sys
+
+    db, _ = three_runs
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    result = subprocess.run([sys.executable, "-c", "from textclust.cli import main; main()", "runs", "--db", str(db)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    _assert_fits(result.stdout, 80)
+    for season in SEASONS:
+        assert re.search(rf"\b{season}\b", result.stdout)
+    assert result.stdout.count(f"corpus {CORPUS},") == 3 and result.stdout.count("· created ") == 3

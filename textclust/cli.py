@@ -381,6 +381,8 @@ def run(input_path, db_path, as_json, dry_run, new, **kwargs):
                          skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
+    # A dry run opens no database; a run opens it before saying anything (a bad setting fails in one line).
+    db = None if dry_run else Database(db_path)
     _say(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
     for note in corpus.notes:
@@ -392,7 +394,6 @@ def run(input_path, db_path, as_json, dry_run, new, **kwargs):
     if dry_run:  # from the corpus and the settings alone: no database is opened, nothing is sent
         _print_estimate(Pipeline(None, config, log=_log).estimate(corpus, kwargs["goal"]), as_json)
         return
-    db = Database(db_path)
     pipeline = Pipeline(db, config, log=_log)
     run_id = _reused_or_new_run(pipeline, corpus, kwargs["goal"], new)
     _print_run(db, run_id, as_json)
@@ -728,12 +729,15 @@ def report(run_id, output, fmt, map_reduction, max_points, max_listed, db_path):
     """Write a readable report of one run (RUN_ID, or latest): HTML with a map and charts,
     Markdown or JSON."""
     from .progress import working
-    from .report.html import write_report
-    from .report.model import ReportOptions
+    from .report.html import report_target, write_report
+    from .report.model import ReportOptions, ensure_reportable
 
     db = _existing_db(db_path)
     run_id = _run_id(db, run_id)
     options = ReportOptions(reduction=map_reduction, max_points=max_points, max_listed=max_listed, spell=flag_for)
+    options.validate()  # every error before the line that says the report is being written
+    report_target(output, fmt)
+    ensure_reportable(db, run_id)
     # The HTML map reduces every embedding to 2-D: seconds on a large run, so say so first.
     with working("report", f"writing the report of run {run_id} to {output}…", _say):
         used = write_report(db, run_id, output, fmt, options)

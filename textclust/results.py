@@ -6,6 +6,7 @@ sees is always what the database holds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from .stats import RunStats
 from .store import FINISHED, Database, StoredRun
 
 EXAMPLES_PER_CLUSTER = 2
+# Texts shown as an explanation's examples never nearly repeat one another (two copies of one news
+# story tell the reader nothing new): see choose_examples.
+EXAMPLE_POOL = 50  # an explanation's most representative texts looked through for its examples
+NEAR_DUPLICATE_COSINE = 0.95  # embeddings this close: the texts say the same thing
+SAME_START_CHARS = 50  # texts that agree in their first 50 characters (case, punctuation and spacing
+# aside) read as one text once clipped for display
 
 
 @dataclass
@@ -60,11 +67,22 @@ class RunResult:
     # text id -> cosine of its embedding with the centroid of its explanation's members: ranks
     # the members whose scores tie (a model's "yes" is 1.0 for all). Not part of the exports.
     fit: dict = field(default_factory=dict, repr=False)
+    # text id -> unit embedding of the texts that may be shown as examples (the near-duplicate check
+    # of :meth:`examples`). Not part of the exports.
+    example_vectors: dict = field(default_factory=dict, repr=False)
 
     def representative_key(self, row: dict) -> tuple:
         """Sort key of a member row: highest score, then closest to its explanation's members,
         then input order."""
         return (-(row["score"] or 0.0), -self.fit.get(row["text_id"], 0.0), row["row_index"])
+
+    def examples(self, members: list[dict], n: int) -> list[dict]:
+        """The ``n`` member rows of an explanation shown as its examples, wherever examples are
+        shown (the summary, ``show``, the reports): one row per distinct text, the most
+        representative first (:meth:`representative_key`), none a near-duplicate of another
+        (:func:`choose_examples`)."""
+        ranked = sorted(_one_per_text(members), key=self.representative_key)
+        return choose_examples(ranked, n, self.example_vectors)
 
     @property
     def config(self) -> RunConfig:
@@ -116,6 +134,7 @@ class RunResult:
         data = {"notice": self.notice, **asdict(self)}
         data["stats"] = self.stats.to_dict()
         data.pop("fit")
+        data.pop("example_vectors")
         if not include_rows:
             data.pop("rows")
         return data
@@ -228,7 +247,9 @@ def load_run(db: Database | str | Path, run_id: int | str, include_rows: bool = 
             }
         )
     result.fit = _fit_to_members(db, result.config.embedding.model, rows, primary)
-    result.clusters = _summaries(explanations, rows, primary, evidence, result.representative_key)
+    result.example_vectors = _example_vectors(db, result.config.embedding.model, rows, primary,
+                                              result.representative_key)
+    result.clusters = _summaries(explanations, rows, primary, evidence, result.examples)
     number = {c.explanation_db_id: c.number for c in result.clusters}
     for row, exp_id in zip(rows, primary):
         row["explanation_number"] = number.get(exp_id)
@@ -310,9 +331,65 @@ def _fit_to_members(db, model: str, rows: list[dict], primary: list) -> dict[str
     return fit
 
 
-def _summaries(explanations: dict, rows: list[dict], primary: list, evidence: dict | None = None,
-               key=lambda r: -(r["score"] or 0)) -> list[ClusterSummary]:
-    """The selected explanations, largest first, numbered 1, 2, … in that order."""
+def _one_per_text(rows: list[dict]) -> list[dict]:
+    """The first row of each distinct text, in the order of ``rows``."""
+    first: dict = {}
+    for r in rows:
+        first.setdefault(r["text_id"], r)
+    return list(first.values())
+
+
+def _normalised_start(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))[:SAME_START_CHARS]
+
+
+def near_duplicates(a: dict, b: dict, vectors: dict | None = None) -> bool:
+    """Whether two member rows nearly repeat each other: the same start (see
+    :data:`SAME_START_CHARS`) or, where both embeddings are at hand, a cosine above
+    :data:`NEAR_DUPLICATE_COSINE`."""
+    if _normalised_start(a["text"]) == _normalised_start(b["text"]):
+        return True
+    u, v = (vectors or {}).get(a["text_id"]), (vectors or {}).get(b["text_id"])
+    return u is not None and v is not None and float(u @ v) > NEAR_DUPLICATE_COSINE
+
+
+def choose_examples(ranked: list[dict], n: int, vectors: dict | None = None) -> list[dict]:
+    """Up to ``n`` of ``ranked`` (distinct member rows, best first), skipping each that is a near-
+    duplicate (:func:`near_duplicates`) of one already chosen. Only the first
+    :data:`EXAMPLE_POOL` are looked at: an explanation whose texts all repeat one another shows
+    fewer examples rather than unrepresentative ones."""
+    chosen: list[dict] = []
+    for row in ranked[:EXAMPLE_POOL]:
+        if len(chosen) >= n:
+            break
+        if not any(near_duplicates(row, c, vectors) for c in chosen):
+            chosen.append(row)
+    return chosen
+
+
+def _example_vectors(db, model: str, rows: list[dict], primary: list, key) -> dict[str, np.ndarray]:
+    """Text id -> unit embedding of each explanation's :data:`EXAMPLE_POOL` most representative
+    texts (ranked by ``key``): the texts :func:`choose_examples` may compare. Texts without a cached
+    embedding are left out (compared by their text only)."""
+    members: dict = {}
+    for r, exp_id in zip(rows, primary):
+        if exp_id is not None:
+            members.setdefault(exp_id, []).append(r)
+    ids = sorted({r["text_id"] for m in members.values()
+                  for r in sorted(_one_per_text(m), key=key)[:EXAMPLE_POOL]})
+    if not ids or not model:
+        return {}
+    X, found = db.load_embeddings(model, ids)
+    if X is None:
+        return {}
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return {t: X[i] for i, t in enumerate(ids) if found[i]}
+
+
+def _summaries(explanations: dict, rows: list[dict], primary: list, evidence: dict | None,
+               examples) -> list[ClusterSummary]:
+    """The selected explanations, largest first, numbered 1, 2, … in that order; ``examples``
+    (members, n) -> rows chooses each one's examples (:meth:`RunResult.examples`)."""
     non_empty = sum(1 for r in rows if r["status"] != "empty")
     by_explanation: dict = {}
     for r, exp_id in zip(rows, primary):
@@ -320,7 +397,7 @@ def _summaries(explanations: dict, rows: list[dict], primary: list, evidence: di
     summaries = []
     for exp in (e for e in explanations.values() if e.selected):
         members = by_explanation.get(exp.id, [])
-        by_score = sorted({r["text_id"]: r for r in members}.values(), key=key)
+        distinct = _one_per_text(members)
         summaries.append(
             ClusterSummary(
                 number=0,  # ranked below
@@ -333,10 +410,10 @@ def _summaries(explanations: dict, rows: list[dict], primary: list, evidence: di
                 matched=exp.n_matched,
                 mean_score=round(sum(r["score"] for r in members) / len(members), 4) if members else 0.0,
                 terms=list(exp.terms or []),
-                examples=[r["text"] for r in by_score[:EXAMPLES_PER_CLUSTER]],
+                examples=[r["text"] for r in examples(members, EXAMPLES_PER_CLUSTER)],
                 round=exp.round,
                 evidence=(evidence or {}).get(exp.id, []),
-                truth=_truth(exp, by_score),
+                truth=_truth(exp, distinct),
             )
         )
     summaries.sort(key=lambda c: -c.size)

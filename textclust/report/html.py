@@ -16,11 +16,18 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..errors import TextclustError
-from .model import UNCOVERED, ReportOptions, build_report, report_json
+from .model import UNCOVERED, ReportOptions, build_report, cut_at_word, report_json
 from .units import count_rows, count_texts
 
 REPORT_FORMATS = ("html", "md", "json")
-UNCOVERED_COLOUR = "#b0b0b0"
+# Okabe and Ito's colour-blind-safe hues (black left out), then a violet picked to stay as far from
+# them under simulated protanopia, deuteranopia and tritanopia (tests/test_report_html.py); the
+# two closest, orange and vermillion, are not neighbours. Explanation #N gets the N-th.
+EXPLANATION_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#7B3FE4")
+# Explanations beyond those (the smallest: #N is the rank by size) share one neutral colour, as one
+# "other" group; it is dark, the uncovered texts' grey is light, and neither is used for anything else.
+OTHER_COLOUR = "#333333"
+UNCOVERED_COLOUR = "#c0c0c0"
 HOVER_WIDTH = 70  # characters per hover line
 
 
@@ -36,15 +43,14 @@ def _environment() -> Environment:
     env.filters["seconds"] = lambda v: f"{v:.1f} s"
     env.filters["rows"] = count_rows  # "1,500 rows", "4 empty rows" (rows|rows("empty"))
     env.filters["texts"] = count_texts  # "1,454 distinct texts"
+    env.filters["cut"] = cut_at_word  # the start of a long text, or None when it is short
     return env
 
 
 def palette(n: int) -> list[str]:
-    """n distinct-looking colours (cycling through plotly's qualitative palettes)."""
-    from plotly.colors import qualitative
-
-    colours = qualitative.Plotly + qualitative.D3 + qualitative.Dark24 + qualitative.Alphabet
-    return [colours[i % len(colours)] for i in range(n)]
+    """The colours of n explanations, in their order: distinct for the first
+    len(EXPLANATION_COLOURS), then :data:`OTHER_COLOUR`."""
+    return [EXPLANATION_COLOURS[i] if i < len(EXPLANATION_COLOURS) else OTHER_COLOUR for i in range(n)]
 
 
 def colour_map(report: dict) -> dict[str, str]:
@@ -53,6 +59,15 @@ def colour_map(report: dict) -> dict[str, str]:
     colours = dict(zip(names, palette(len(names))))
     colours[UNCOVERED] = UNCOVERED_COLOUR
     return colours
+
+
+def other_group(report: dict) -> tuple[list[str], str | None]:
+    """The labels of the explanations drawn in :data:`OTHER_COLOUR`, and the name the map's legend
+    gives them (None when there are none)."""
+    grouped = [e["label"] for e in report["explanations"][len(EXPLANATION_COLOURS):]]
+    if len(grouped) > 1:
+        return grouped, f"other ({len(grouped)} explanations)"
+    return grouped, grouped[0] if grouped else None
 
 
 def _plot_text(text: str, width: int = HOVER_WIDTH) -> str:
@@ -73,10 +88,14 @@ def map_figure(report: dict, colours: dict[str, str]):
     import plotly.graph_objects as go
 
     points = report["map"]["points"]
-    order = [e["label"] for e in report["explanations"]] + [UNCOVERED]
+    grouped, other = other_group(report)
+    # One trace (legend entry) per explanation with a colour of its own, one for the "other" group.
+    traces = [(e["label"], [e["label"]]) for e in report["explanations"] if e["label"] not in grouped]
+    traces += [(other, grouped)] if grouped else []
+    traces += [(UNCOVERED, [UNCOVERED])]
     fig = go.Figure()
-    for name in order:
-        group = [p for p in points if p["label"] == name]
+    for name, labels in traces:
+        group = [p for p in points if p["label"] in labels]
         if not group:
             continue
         fig.add_trace(
@@ -85,8 +104,8 @@ def map_figure(report: dict, colours: dict[str, str]):
                 y=[p["y"] for p in group],
                 mode="markers",
                 name=_label(name),
-                marker={"size": 6, "color": colours.get(name, UNCOVERED_COLOUR), "opacity": 0.75},
-                hovertext=[f"<b>{_label(name)}</b><br>{_plot_text(p['text'])}" for p in group],
+                marker={"size": 6, "color": colours.get(labels[0], OTHER_COLOUR), "opacity": 0.75},
+                hovertext=[f"<b>{_label(p['label'])}</b><br>{_plot_text(p['text'])}" for p in group],
                 hoverinfo="text",
             )
         )
@@ -115,7 +134,7 @@ def sizes_figure(report: dict, colours: dict[str, str]):
             x=sizes,
             y=labels,
             orientation="h",
-            marker={"color": [colours.get(n, UNCOVERED_COLOUR) for n in names]},
+            marker={"color": [colours[n] for n in names]},
             text=[f"{s:,} ({s / total:.1%})" for s in sizes],
             textposition="outside",
             cliponaxis=False,
@@ -150,7 +169,7 @@ def render_html(report: dict) -> str:
                               div_id="map-chart", config=PLOT_CONFIG)
     template = _environment().get_template("report.html.j2")
     return template.render(r=report, colours=colours, sizes_div=sizes_div, map_div=map_div,
-                           uncovered=UNCOVERED, plotly_js=get_plotlyjs())
+                           uncovered=UNCOVERED, other=other_group(report)[1], plotly_js=get_plotlyjs())
 
 
 def render_markdown(report: dict) -> str:
@@ -162,14 +181,7 @@ def render_markdown(report: dict) -> str:
 def write_report(db, run_id: int, path: str | Path, fmt: str | None = None,
                  options: ReportOptions | None = None) -> str:
     """Write the report of run ``run_id`` to ``path``; return the format used."""
-    path = Path(path)
-    fmt = fmt or format_from_suffix(path)
-    if fmt not in REPORT_FORMATS:
-        raise TextclustError(f"unknown report format '{fmt}'; choose one of {', '.join(REPORT_FORMATS)}")
-    if not path.parent.exists():
-        raise TextclustError(f"-o {path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise TextclustError(f"-o {path}: is a directory")
+    path, fmt = report_target(path, fmt)
     report = build_report(db, run_id, options, with_map=(fmt == "html"))
     if fmt == "html":
         content = render_html(report)
@@ -179,6 +191,19 @@ def write_report(db, run_id: int, path: str | Path, fmt: str | None = None,
         content = json.dumps(report_json(report), ensure_ascii=False, indent=2, default=str) + "\n"
     path.write_text(content, encoding="utf-8")
     return fmt
+
+
+def report_target(path: str | Path, fmt: str | None = None) -> tuple[Path, str]:
+    """The file and format a report goes to, checked before any work: ``fmt``, else the suffix's."""
+    path = Path(path)
+    fmt = fmt or format_from_suffix(path)
+    if fmt not in REPORT_FORMATS:
+        raise TextclustError(f"unknown report format '{fmt}'; choose one of {', '.join(REPORT_FORMATS)}")
+    if not path.parent.exists():
+        raise TextclustError(f"-o {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise TextclustError(f"-o {path}: is a directory")
+    return path, fmt
 
 
 def format_from_suffix(path: Path) -> str:

@@ -27,6 +27,7 @@ REPRESENTATIVE_TEXTS = 5  # per explanation
 MAX_LISTED = 200  # longest list of texts (overlaps, uncovered, unclustered) written into a report
 MAX_POINTS = 4000  # the map plots at most this many texts (a seeded random sample beyond)
 HOVER_CHARS = 300  # text shown on hover in the map is clipped to this many characters
+SHOWN_CHARS = 300  # a text listed in the HTML report shows this much; the whole text on demand
 MAP_REDUCTIONS = ("umap", "pca")
 UNCOVERED = "uncovered"
 NO_LLM = "no language model configured"
@@ -61,6 +62,19 @@ class ReportOptions:
             raise TextclustError(f"{{max_listed}} must not be negative (got {self.max_listed})")
 
 
+def _no_report(run_id: int, status: str, error: str | None) -> str:
+    detail = f": {error}" if error else ""
+    return f"run {run_id} is {status}{detail}; only complete (or budget-stopped) runs have a report"
+
+
+def ensure_reportable(db, run_id: int) -> None:
+    """Raise the error :func:`build_report` would for a missing or unfinished run, cheaply (before
+    a command says it is writing a report)."""
+    run = db.get_run(run_id)
+    if run.status not in FINISHED:
+        raise TextclustError(_no_report(run_id, run.status, run.error))
+
+
 def build_report(db, run_id: int, options: ReportOptions | None = None, with_map: bool = True) -> dict:
     """The report of one complete run as a plain dict (see the module docstring)."""
     options = options or ReportOptions()
@@ -74,8 +88,7 @@ def build_report(db, run_id: int, options: ReportOptions | None = None, with_map
 def report_from_result(result: RunResult, options: ReportOptions) -> dict:
     """Everything of the report but the map (which needs the database's embeddings)."""
     if result.status not in FINISHED:
-        detail = f": {result.error}" if result.error else ""
-        raise TextclustError(f"run {result.run_id} is {result.status}{detail}; only complete (or budget-stopped) runs have a report")
+        raise TextclustError(_no_report(result.run_id, result.status, result.error))
     result = spelled_result(result, options.spell)
     report = _summary(result)
     report["explanations"] = _explanations(result, options)
@@ -191,8 +204,8 @@ def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
             by_explanation.setdefault(r["explanation_number"], []).append(r)
     items = []
     for c in result.clusters:
-        members = _distinct(by_explanation.get(c.number, []))
-        members.sort(key=result.representative_key)  # ties of the model's scores: closest to the members first
+        # Chosen as the summary's examples are (ranked, no near-duplicates), just more of them.
+        shown = result.examples(_distinct(by_explanation.get(c.number, [])), options.representative)
         items.append(
             {
                 "number": c.number,  # the summary's #N and the exports' explanation_number
@@ -210,7 +223,7 @@ def _explanations(result: RunResult, options: ReportOptions) -> list[dict]:
                 "truth": c.truth,  # share of members a "mentions …" explanation is true of
                 "representative": [
                     {"text": r["text"], "score": r["score"], "n_rows": r["n_rows"]}
-                    for r in members[: options.representative]
+                    for r in shown
                 ],
                 "evidence": list(getattr(c, "evidence", None) or []),  # quotes, once a language model gives them
             }
@@ -302,7 +315,19 @@ def _reduce(X: np.ndarray, options: ReportOptions) -> tuple[np.ndarray, str]:
 
 
 def _clip(text: str, limit: int = HOVER_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut_at_word(text, limit) or text
+
+
+def cut_at_word(text: str, limit: int = SHOWN_CHARS) -> str | None:
+    """``text`` cut to at most ``limit`` characters, at a word boundary, ending in "…"; None when
+    it fits whole."""
+    if len(text) <= limit:
+        return None
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit * 0.6:  # back to the last space, unless one long word would lose too much
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-") + "…"
 
 
 def _legacy_algorithm(config) -> str:
