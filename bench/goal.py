@@ -45,7 +45,7 @@ from textclust.config import RunConfig  # noqa: E402
 from textclust.embed import cached_or_encoded  # noqa: E402
 from textclust.pipeline import Pipeline  # noqa: E402
 from textclust.results import load_run  # noqa: E402
-from textclust.store import Database  # noqa: E402
+from textclust.store import open_store  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 DB = Path("/tmp/textclust_bench_goal.db")
@@ -124,7 +124,7 @@ def score_rows(result, gold):
 
 
 def main() -> None:
-    db = Database(DB)
+    db = open_store(DB)
     embedder = Embedder()
     blind_runs: dict[str, int] = {}
     table = []

@@ -98,7 +98,8 @@ from textclust.llm.config import LLMConfig  # noqa: E402
 from textclust.config import FLAT, RunConfig  # noqa: E402
 from textclust.pipeline import Pipeline, versions  # noqa: E402
 from textclust.results import load_run  # noqa: E402
-from textclust.store import Database  # noqa: E402
+from textclust.interfaces import RunStore  # noqa: E402
+from textclust.store import open_store  # noqa: E402
 from textclust.store.schema import Explanation, LLMCall  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -200,7 +201,7 @@ class BenchRealisticOracle(Recording, RealisticOracle):
 # --- measuring one run ----------------------------------------------------------------------------
 
 
-def stage_usage(db: Database, run_id: int) -> dict:
+def stage_usage(db: RunStore, run_id: int) -> dict:
     """Per stage: calls sent, cached, failed, prompt / completion tokens, and for assign the
     (text, candidate) pairs and texts asked (parsed from the recorded prompts)."""
     with db.transaction() as s:
@@ -228,7 +229,7 @@ def stage_usage(db: Database, run_id: int) -> dict:
     return out
 
 
-def candidates_of(db: Database, run_id: int) -> list[dict]:
+def candidates_of(db: RunStore, run_id: int) -> list[dict]:
     with db.transaction() as s:
         rows = s.scalars(select(Explanation).where(Explanation.run_id == run_id).order_by(Explanation.position)).all()
         return [{"name": e.name, "text": e.text, "round": e.round, "selected": bool(e.selected),
@@ -792,7 +793,7 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="textclust_llm_cost_"))
     db_path = Path(args.db) if args.db else tmp / "bench.db"
-    db = Database(str(db_path))
+    db = open_store(str(db_path))
     # Embeddings (texts, goals, candidates) come from the benches' persistent cache: a warm run
     # loads no model. The runs themselves go to the throw-away database.
     embedder = CachedEmbedder(EmbeddingCache(default_cache_dir()), progress=False)

@@ -65,7 +65,7 @@ from textclust.evaluate import score_partition  # noqa: E402
 from textclust.ingest import corpus_from_texts  # noqa: E402
 from textclust.pipeline import Pipeline  # noqa: E402
 from textclust.results import load_run  # noqa: E402
-from textclust.store import Database  # noqa: E402
+from textclust.store import open_store  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
@@ -261,7 +261,7 @@ def run_database(path: str | None):
     """The database the runs go to: ``path``, else a temporary one removed at the end (runs
     would only pile up in the cache)."""
     with tempfile.TemporaryDirectory(prefix="textclust-quality-") as folder:
-        db = Database(path or Path(folder) / "runs.db")
+        db = open_store(path or Path(folder) / "runs.db")
         try:
             yield db
         finally:

@@ -60,10 +60,10 @@ def make_run(folder: Path, n: int):
     from textclust.ingest import corpus_from_texts
     from textclust.config import RunConfig
     from textclust.pipeline import Pipeline
-    from textclust.store import Database
+    from textclust.store import open_store
 
     texts, X = synthetic_corpus(n)
-    db = Database(folder / f"bench_{n}.db")
+    db = open_store(folder / f"bench_{n}.db")
     corpus = corpus_from_texts(texts, name=f"synthetic-{n}")
     db.save_corpus(corpus)
     db.store_embeddings(MODEL, corpus.text_ids, X)

@@ -53,7 +53,7 @@ from textclust.explain.user_classifier import centre, cosine_zero_shot, seeded_k
 from textclust.ingest import corpus_from_texts, read_corpus  # noqa: E402
 from textclust.pipeline import Pipeline  # noqa: E402
 from textclust.results import load_run  # noqa: E402
-from textclust.store import Database  # noqa: E402
+from textclust.store import open_store  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "bench" / "results" / "seeded.json"
@@ -174,7 +174,7 @@ def main(argv=None) -> None:
     fields: list[dict] = []
     payload: dict = {}
     with tempfile.TemporaryDirectory(prefix="textclust-seeded-") as folder:
-        db = Database(Path(folder) / "runs.db")
+        db = open_store(Path(folder) / "runs.db")
         opened = None if args.no_open_set else open_set(db, embedder)
         if opened:
             print(f"open set: {opened}", flush=True)

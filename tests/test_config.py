@@ -97,6 +97,15 @@ def test_the_models_seed_is_the_runs_seed(clean):
     assert run_config(params("--no-llm")).model is None
 
 
+def test_the_python_api_gives_the_model_the_runs_seed_too():
+    """The rule lives in the configuration, not only in the CLI: textclust.run(random_state=7, llm=…)."""
+    mine = LLMConfig(model="m", base_url="http://127.0.0.1:9/v1", seed=5)
+    config = RunConfig.from_flat(model=mine, random_state=7)
+    assert config.model.seed == 7 and config.model.model == "m"
+    assert mine.seed == 5  # the caller's configuration is left as it was
+    assert RunConfig.from_flat(model=mine).model.seed == default_of("random_state")
+
+
 def test_settings_is_from_flat():
     assert Settings(k=4, clusterer="kmeans") == RunConfig.from_flat(k=4, clusterer="kmeans")
     assert Settings(seeds=[{"name": "a", "explanation": "b"}]).explaining.user_candidates == [
@@ -380,3 +389,16 @@ def test_a_run_stored_before_the_tree_is_found_by_the_same_command():
     changed = RunConfig.from_flat(k=4, reduction="umap", candidates=[{"name": "x", "explanation": "y"}])
     old = {**OLD_DEFAULT_SETTINGS, "k": 4, "seeds": [{"name": "x", "explanation": "y"}]}
     assert settings_key(1, "g", changed.result_key()) == settings_key(1, "g", old)
+
+
+def test_reading_a_stored_run_whose_local_model_file_moved_is_no_error(tmp_path):
+    """Validation belongs to starting a run: a stored run's settings read back even when its .gguf
+    file is gone (show, export, report still work); resuming it says the file is missing."""
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    stored = RunConfig.from_flat(model=LLMConfig(model="local", gguf=str(gguf))).to_dict()
+    gguf.unlink()
+    config = RunConfig.from_dict(json.loads(json.dumps(stored)))
+    assert config.model.gguf == str(gguf)
+    with pytest.raises(SettingsError, match="model file not found"):
+        config.for_resume()

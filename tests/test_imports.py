@@ -13,10 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "textclust"
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
     {"textclust.errors", "textclust._version", "textclust.corpus", "textclust.interfaces", "textclust.stats",
-     "textclust.config", "textclust.llm", "textclust.llm.config", "textclust.prompts_loader", "textclust.prompts"},
+     "textclust.config", "textclust.llm", "textclust.llm.config", "textclust.llm.keys", "textclust.prompts_loader",
+     "textclust.prompts"},
     "stages",  # everything not named in another layer
     {"textclust.results"},  # a stored run read back
-    {"textclust.pipeline", "textclust.resume", "textclust.report", "textclust.report.*"},
+    {"textclust.pipeline", "textclust.report", "textclust.report.*"},
     {"textclust.cli", "textclust.api", "textclust", "textclust.__main__"},
 ]
 

@@ -674,3 +674,36 @@ def test_schema_check_names_the_first_problem():
         with pytest.raises(SchemaMismatch) as caught:
             check_schema(value, schema)
         assert str(caught.value) == message
+
+
+# --- a model client without a database (issue "Seams…", item 3) -------------------------------------
+
+
+def test_importing_the_client_imports_neither_the_store_nor_sqlalchemy():
+    import subprocess
+    import sys
+
+    code = ("import sys, textclust.llm.client; "
+            "print(sorted(m for m in sys.modules if m == 'sqlalchemy' or m.startswith('textclust.store')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_client_without_a_database_answers_and_records_nothing():
+    import json
+
+    from tests.llm_server import ScriptedServer, chat_completion
+    from textclust.llm.client import LLMClient
+    from textclust.llm.config import LLMConfig
+
+    def answer(request):
+        return chat_completion(json.dumps({"explanations": [{"name": "refund", "explanation": "asks for money back"}]}))
+
+    with ScriptedServer(answer) as server:
+        client = LLMClient(LLMConfig(model="m", base_url=server.base_url, max_retries=0))
+        schema = {"type": "object", "properties": {"explanations": {"type": "array"}}, "required": ["explanations"]}
+        first = client.complete_json("propose", [{"role": "user", "content": "hi"}], schema, "proposal")
+        again = client.complete_json("propose", [{"role": "user", "content": "hi"}], schema, "proposal")
+    assert first.ok and first.data["explanations"][0]["name"] == "refund" and first.call_id is None
+    assert again.ok and not again.cached  # no store: no cache, the server is asked again
+    assert server.calls == 2

@@ -32,6 +32,8 @@ _WHERE = {
     "RunResult": "results",
     "Settings": "config",
     "TextclustError": "errors",
+    "evaluate_file": "api",
+    "open_store": "store",
     "load_run": "results",
     "run": "api",
     "run_texts": "api",

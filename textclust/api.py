@@ -7,7 +7,7 @@ setting is checked before the database is touched.
 
 Both record the run in an SQLite database, ``db``: by default ``textclust.db`` in the current
 directory, created when missing (so ``textclust show latest`` finds the run); pass
-``db="path/to/file.db"`` (or an open :class:`~textclust.store.Database`) to write elsewhere.
+``db="path/to/file.db"`` (or ``sqlite:///path``, or an open store) to write elsewhere.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 
 from .config import RunConfig
 from .ingest import corpus_from_texts, read_corpus
+from .interfaces import RunStore
 from .llm.config import LLMConfig
 from .results import RunResult, load_run
-from .store import Database
+from .store import open_store
 
 DEFAULT_DB = "textclust.db"
 
@@ -30,7 +31,7 @@ def run(
     text_column: str | None = None,
     id_column: str | None = None,
     skip_bad_rows: bool = False,
-    db: str | Path | Database = DEFAULT_DB,
+    db: str | Path | RunStore = DEFAULT_DB,
     progress: bool | None = False,
     llm: LLMConfig | dict | None = None,
     embedder=None,
@@ -61,7 +62,7 @@ def run(
                 dict(embedder=embedder, clusterer=clusterer, client=client))
 
 
-def run_texts(texts: list[str], goal: str, *, db: str | Path | Database = DEFAULT_DB,
+def run_texts(texts: list[str], goal: str, *, db: str | Path | RunStore = DEFAULT_DB,
               progress: bool | None = False, llm: LLMConfig | dict | None = None,
               embedder=None, clusterer=None, client=None, **settings) -> RunResult:
     """Cluster an in-memory list of strings for ``goal`` (keywords as for :func:`run`).
@@ -72,13 +73,71 @@ def run_texts(texts: list[str], goal: str, *, db: str | Path | Database = DEFAUL
                 dict(embedder=embedder, clusterer=clusterer, client=client))
 
 
+def evaluate_file(
+    path: str | Path,
+    goal: str,
+    label_column: str,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    skip_bad_rows: bool = False,
+    db: str | Path | RunStore = DEFAULT_DB,
+    progress: bool | None = False,
+    llm: LLMConfig | dict | None = None,
+    embedder=None,
+    clusterer=None,
+    client=None,
+    **settings,
+) -> dict:
+    """Cluster the texts of a file (or reuse the complete run of the same input, goal and
+    settings) and score it against the gold labels in ``label_column``, as ``textclust eval``
+    does: ``acc``, ``nmi``, ``ari``, ``coverage``, ``n`` (labelled rows), ``n_clusters``,
+    ``run_id``, ``explainer``, ``reused`` (whether the run was found rather than made),
+    ``n_gold_classes`` and ``notice`` (the run's notice, or None). Keywords as for :func:`run`."""
+    corpus = read_corpus(path, text_column=text_column, id_column=id_column, extra_columns=(label_column,),
+                         skip_bad_rows=skip_bad_rows)
+    settings, components = _components(settings, dict(embedder=embedder, clusterer=clusterer, client=client))
+    config = RunConfig.from_flat(model=llm, **settings)
+    return evaluate_corpus(corpus, goal, label_column, config, db, progress=progress, **components)
+
+
+def evaluate_corpus(corpus, goal: str, label_column: str, config: RunConfig, db, *, log=None,
+                    progress: bool | None = False, **components) -> dict:
+    """:func:`evaluate_file` for a corpus already read (with ``label_column`` among its extra columns)
+    and a configuration already built; ``log`` gets the pipeline's lines (and the reuse line)."""
+    from .evaluate import score_partition
+    from .pipeline import Pipeline, reuse_line
+
+    config.validate(corpus.n_texts, goal)  # before the database is touched
+    database = open_store(db)
+    pipeline = Pipeline(database, config, log=log, progress=progress, **components)
+    run_id = pipeline.identical_run(corpus, goal)
+    reused = run_id is not None
+    if reused:
+        pipeline.log(reuse_line(run_id))
+    else:
+        run_id = pipeline.run(corpus, goal)
+    result = load_run(database, run_id)
+    gold, predicted, _ = result.scored_rows(corpus.extra[label_column])
+    scores = score_partition(gold, predicted).to_dict()
+    scores.update(run_id=run_id, explainer=result.explainer, reused=reused, n_gold_classes=len(set(gold)),
+                  notice=result.notice)
+    return scores
+
+
+def _components(settings: dict, components: dict) -> tuple[dict, dict]:
+    """A ``clusterer`` given as a string is the setting (an algorithm's name), not a component."""
+    if isinstance(components["clusterer"], str):
+        settings = {**settings, "clusterer": components.pop("clusterer")}
+    return settings, components
+
+
 def _run(corpus, goal, db, progress, llm, settings: dict, components: dict) -> RunResult:
     from .pipeline import Pipeline
 
-    if isinstance(components["clusterer"], str):  # the setting (an algorithm's name), not a component
-        settings = {**settings, "clusterer": components.pop("clusterer")}
+    settings, components = _components(settings, components)
     config = RunConfig.from_flat(model=llm, **settings)
     config.validate(corpus.n_texts, goal)  # before the database is touched
-    database = db if isinstance(db, Database) else Database(db)
+    database = open_store(db)
     run_id = Pipeline(database, config, progress=progress, **components).run(corpus, goal)
     return load_run(database, run_id)

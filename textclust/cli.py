@@ -27,7 +27,7 @@ DB_OPTION = click.option(
     "db_path",
     default=lambda: os.environ.get("TEXTCLUST_DB", "textclust.db"),
     show_default="textclust.db or $TEXTCLUST_DB",
-    help="SQLite database that records corpora, runs and results.",
+    help="SQLite database that records corpora, runs and results: a file path or sqlite:///PATH.",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -265,9 +265,7 @@ def _llm_config(kwargs: dict):
                                                        ("concurrency", "concurrency"), ("timeout", "llm_timeout"),
                                                        ("structured", "llm_structured"))
                  if kwargs.get(flag) is not None}
-    # The model's seed is the run's seed, given or not (so it overrides a seed in the config file).
-    seed = kwargs.get("random_state")
-    overrides["seed"] = default_of("random_state") if seed is None else seed
+    # (Its seed is set to the run's by RunConfig.from_flat.)
     return LLMConfig.resolve(model=kwargs.get("llm_model"), base_url=kwargs.get("llm_base_url"),
                              api_key_env=kwargs.get("llm_api_key_env"), config_path=kwargs.get("config_path"),
                              gguf=kwargs.get("llm_gguf"), **overrides)
@@ -375,14 +373,14 @@ def run(input_path, db_path, as_json, dry_run, new, **kwargs):
     from .config import model_identity
     from .ingest import read_corpus
     from .pipeline import Pipeline
-    from .store import Database
+    from .store import open_store
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"],
                          skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
     # A dry run opens no database; a run opens it before saying anything (a bad setting fails in one line).
-    db = None if dry_run else Database(db_path)
+    db = None if dry_run else open_store(db_path)
     _say(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
     for note in corpus.notes:
@@ -404,6 +402,8 @@ def run(input_path, db_path, as_json, dry_run, new, **kwargs):
 def _reused_or_new_run(pipeline, corpus, goal: str, new: bool) -> int:
     """`run`: reuse the newest complete identical run (saying so), or with ``new`` make a new one
     (saying why when an identical one exists)."""
+    from .pipeline import reuse_line
+
     if not new:
         reused = pipeline.identical_run(corpus, goal)
         if reused is not None:
@@ -414,11 +414,6 @@ def _reused_or_new_run(pipeline, corpus, goal: str, new: bool) -> int:
         if same is not None:
             _say(f"making a new run (--new), although complete run {same} has the same input, goal and settings")
     return pipeline.run(corpus, goal)
-
-
-def reuse_line(run_id: int) -> str:
-    """What `run` and `eval` say when they reuse a complete run instead of computing it again."""
-    return f"reusing complete run {run_id} (same input, goal and settings)"
 
 
 def next_steps(run_id: int, db_path) -> str:
@@ -674,39 +669,27 @@ def export(run_id, fmt, output, db_path):
 @user_errors
 def eval_command(input_path, label_column, db_path, as_json, **kwargs):
     """Run (or reuse) the pipeline on INPUT and score it against a gold label column."""
-    from .evaluate import score_partition
+    from .api import evaluate_corpus
     from .ingest import read_corpus
-    from .pipeline import Pipeline
-    from .results import load_run
-    from .store import Database
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], (label_column,),
                          format=kwargs["input_format"], skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
-    db = Database(db_path)
     for note in corpus.notes:
         _say(note)
-    pipeline = Pipeline(db, config, log=_log)
-    run_id = pipeline.identical_run(corpus, kwargs["goal"])
-    if run_id is None:
-        run_id = pipeline.run(corpus, kwargs["goal"])
-    else:
-        _say(reuse_line(run_id))
-    result = load_run(db, run_id)
-    gold, predicted, _ = result.scored_rows(corpus.extra[label_column])
-    scores = score_partition(gold, predicted).to_dict()
-    scores["run_id"] = run_id
-    scores["explainer"] = result.explainer
+    scores = evaluate_corpus(corpus, kwargs["goal"], label_column, config, db_path, log=_log)
+    reused, n_gold, notice = (scores.pop(k) for k in ("reused", "n_gold_classes", "notice"))  # (reuse: said)
+    run_id = scores["run_id"]
     if as_json:
         click.echo(json.dumps(scores, indent=2))
     else:
-        click.echo(f"run {run_id}: {scores['n']} labelled texts, {len(set(gold))} gold classes, "
+        click.echo(f"run {run_id}: {scores['n']} labelled texts, {n_gold} gold classes, "
                    f"{scores['n_clusters']} clusters")
         click.echo(f"ACC {scores['acc']:.3f}  NMI {scores['nmi']:.3f}  ARI {scores['ari']:.3f}  "
                    f"coverage {scores['coverage']:.3f}")
-        if result.notice:
-            click.echo(f"Note: {spell(result.notice)}")
+        if notice:
+            click.echo(f"Note: {spell(notice)}")
 
 
 
@@ -790,11 +773,12 @@ def doctor(fix, db_path, as_json):
 
 def _existing_db(path: str):
     """Open a database that must already exist (reading commands never create one)."""
-    from .store import Database
+    from .store import open_store, store_path
 
-    if not os.path.exists(path):
+    file = store_path(path)
+    if file is not None and not file.exists():
         raise TextclustError(f"--db {path}: no such database (run `textclust run` first)")
-    return Database(path)
+    return open_store(path)
 
 
 def main() -> None:

@@ -87,6 +87,12 @@ ALIASES = {"seeds": "candidates"}
 register_settings(FLAT)
 
 
+def clean_goal(goal) -> str:
+    """The goal as every part of textclust reads, keys and stores it: whitespace collapsed and
+    trimmed. The one place a goal is cleaned."""
+    return " ".join(str(goal).split())
+
+
 @dataclass
 class RunConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -103,6 +109,10 @@ class RunConfig:
         config = cls(model=LLMConfig(**model) if isinstance(model, dict) else model)
         for name, value in values.items():
             config.set(name, value)
+        if config.model is not None:
+            # The model's seed is the run's seed, given or not (one number repeats a run; it
+            # overrides a seed in a config file). A copy: the caller's LLMConfig stays as it was.
+            config.model = replace(config.model, seed=config.random_state)
         return config
 
     def set(self, name: str, value: Any) -> None:
@@ -217,7 +227,7 @@ class RunConfig:
 
         model = data.get("model")
         if model is not None:
-            model = LLMConfig(**{k: v for k, v in model.items() if k in {f.name for f in fields(LLMConfig)}})
+            model = LLMConfig.from_stored(model)
         return cls(embedding=node(EmbeddingConfig, data.get("embedding")),
                    clustering=node(ClusteringConfig, data.get("clustering")),
                    explaining=node(ExplainConfig, data.get("explaining")),

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ._version import __version__
-from .config import RunConfig
+from .config import RunConfig, clean_goal
 from .corpus import Corpus
 from .errors import SettingsError, TextclustError
 from .explain import build_explainer, explainer_name
@@ -63,7 +63,7 @@ class Pipeline:
 
     def run(self, corpus: Corpus, goal: str) -> int:
         """Run every stage; returns the run id. On failure the run is marked failed."""
-        goal = goal.strip() if isinstance(goal, str) else goal
+        goal = clean_goal(goal) if isinstance(goal, str) else goal
         self.config.validate(corpus.n_texts, goal)
         self._check_model_server()
         corpus_id, key = self._run_key(corpus, goal)
@@ -80,7 +80,7 @@ class Pipeline:
         settings (:meth:`RunConfig.result_key`), or None. With ``reuse`` the run is marked as
         used now, so that ``latest`` names it; the corpus is stored (once) either way.
         What `textclust run` and `textclust eval` reuse instead of computing again."""
-        _, key = self._run_key(corpus, goal.strip() if isinstance(goal, str) else goal)
+        _, key = self._run_key(corpus, clean_goal(goal) if isinstance(goal, str) else goal)
         return self.db.reuse_complete_run(key) if reuse else self.db.find_complete_run_by_key(key)
 
     def _run_key(self, corpus: Corpus, goal: str) -> tuple[int, str]:
@@ -112,7 +112,7 @@ class Pipeline:
         """The dry run: the language-model calls and tokens per stage, before anything is spent.
         From the corpus and the settings alone: nothing is embedded, clustered, stored or sent
         (the database is not touched; ``db`` may be None)."""
-        goal = goal.strip()
+        goal = clean_goal(goal)
         explainer = self._explainer(goal, run_id=None, send=False)
         explainer.check_estimate()  # offline: nothing to estimate, say so before any work
         self.config.validate(corpus.n_texts, goal)
@@ -303,6 +303,11 @@ class _Embedded:
         self.X = X
         self.report = report
         self.user_candidates = user_candidates
+
+
+def reuse_line(run_id: int) -> str:
+    """What `run` and `eval` say when they reuse a complete run instead of computing it again."""
+    return f"reusing complete run {run_id} (same input, goal and settings)"
 
 
 def _weights(corpus: Corpus) -> np.ndarray:

@@ -15,8 +15,9 @@ import pandas as pd
 
 from .config import RunConfig
 from .errors import NotFoundError, render_settings
+from .interfaces import RunStore
 from .stats import RunStats
-from .store import FINISHED, Database, StoredRun
+from .store import FINISHED, StoredRun, open_store, store_path
 
 EXAMPLES_PER_CLUSTER = 2
 # Texts shown as an explanation's examples never nearly repeat one another (two copies of one news
@@ -165,7 +166,7 @@ def explanation_label(number: int | None, name: str | None) -> str | None:
     return name if number is None else f"#{number} {name}"
 
 
-def resolve_run_id(db: Database, run_id: int | str) -> int:
+def resolve_run_id(db: RunStore, run_id: int | str) -> int:
     """``run_id`` itself, or for ``"latest"`` the run a command last made, resumed or reused (as the
     command line takes it); NotFoundError in a database without runs."""
     if isinstance(run_id, str):
@@ -181,14 +182,15 @@ def resolve_run_id(db: Database, run_id: int | str) -> int:
     return run_id
 
 
-def load_run(db: Database | str | Path, run_id: int | str, include_rows: bool = True) -> RunResult:
-    """The stored run ``run_id`` of ``db`` (a :class:`~textclust.store.Database` or the path of
+def load_run(db: RunStore | str | Path, run_id: int | str, include_rows: bool = True) -> RunResult:
+    """The stored run ``run_id`` of ``db`` (a store, or what :func:`~textclust.store.open_store` opens: the path of
     one; NotFoundError when either is missing); ``run_id`` ``"latest"`` is the last run made, resumed or reused, as on
     the command line. Its rows and cluster summaries only when it finished (:data:`FINISHED`)."""
-    if not isinstance(db, Database):
-        if not Path(db).is_file():
+    if isinstance(db, (str, Path)):
+        file = store_path(db)
+        if file is not None and not file.is_file():
             raise NotFoundError(f"{{db}} {db}: no such database")
-        db = Database(db)
+        db = open_store(db)
     stored = db.read_run(resolve_run_id(db, run_id))
     run, corpus = stored.run, stored.corpus
     result = RunResult(

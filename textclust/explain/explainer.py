@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, clean_goal
 from ..errors import SettingsError, register_settings
 from ..interfaces import Assignment, Candidate, Clusterer, ExplainResult, ModelClient, RoundRecord
 from .extractive import ExtractiveProposer
@@ -210,7 +210,7 @@ class ModelExplainer(Explainer):
         super().__init__(config, log=log)
         self.client = client
         self.embed = embed
-        self.goal = " ".join(str(goal).split())
+        self.goal = clean_goal(goal)
         self.clusterer = clusterer
         self.restating = restating
         self.depth = config.explaining.depth if depth is None else depth

@@ -41,7 +41,7 @@ from typing import Callable
 from .config import LLMConfig
 from .errors import BudgetExceeded, LLMError, PermanentError, TransientError, UnsupportedFormat, scrub
 from .parse import ParseError, SchemaMismatch, check_schema, coerce_scalars, parse_json
-from .record import CallRow, Recorder, cache_key
+from .record import CallRow, NoRecord, Recorder, cache_key
 from .transport import ChatResponse, Transport, url_secrets
 
 BACKOFF_BASE = 1.0  # seconds before the first retry (upper bound of the jitter)
@@ -92,8 +92,10 @@ class _Failed(Exception):
 
 
 class LLMClient:
-    def __init__(self, config: LLMConfig, db, run_id: int | None = None, transport: Transport | None = None,
+    def __init__(self, config: LLMConfig, db=None, run_id: int | None = None, transport: Transport | None = None,
                  sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None):
+        """``db``: the store that records every call and caches every answer (its call log and
+        response cache); None runs the model on its own, recording and caching nothing."""
         self.config = config
         self.db = db
         self.run_id = run_id
@@ -102,7 +104,7 @@ class LLMClient:
         self._log = log or (lambda message: None)
         key = config.api_key()
         self._secrets = [s for s in [key, *url_secrets(config.base_url or "")] if s]
-        self._record = Recorder(db, self._secrets)
+        self._record = Recorder(db, self._secrets) if db is not None else NoRecord()
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed if config.seed is not None else 0)
         if config.structured == "auto":

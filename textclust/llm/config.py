@@ -61,6 +61,16 @@ class LLMConfig:
     def __post_init__(self) -> None:
         _check_all(self, {})
 
+    @classmethod
+    def from_stored(cls, values: dict) -> "LLMConfig":
+        """A stored run's model settings read back as they were (unknown keys ignored). Reading a
+        run starts nothing, so a local model file that has since moved is no error here; it is
+        when the run is resumed (``RunConfig.for_resume`` checks the settings again)."""
+        known = {k: v for k, v in values.items() if k in {f.name for f in fields(cls)}}
+        config = cls(**{**known, "gguf": None})
+        config.gguf = known.get("gguf")
+        return config
+
     def __repr__(self) -> str:
         return f"LLMConfig({', '.join(f'{k}={v!r}' for k, v in self.public_dict().items())})"
 

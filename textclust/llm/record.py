@@ -17,7 +17,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from ..store.records import CAPABILITY_MARK, canonical_json, capability_key  # noqa: F401  (re-exported)
+from .keys import CAPABILITY_MARK, canonical_json, capability_key  # noqa: F401  (re-exported)
 from .errors import scrub
 from .transport import ChatResponse
 
@@ -58,6 +58,23 @@ class CallRow:
     error: str | None = None
     retries: int = 0
     repair_of: int | None = None
+
+
+class NoRecord:
+    """The record of a client without a store: nothing is logged, nothing is cached, and no
+    structured-output mode is remembered (each process finds it again)."""
+
+    def cached(self, key: str) -> None:
+        return None
+
+    def capability(self, server: str, model: str) -> None:
+        return None
+
+    def remember_capability(self, server: str, model: str, mode: str) -> None:
+        pass
+
+    def log(self, call: "CallRow", answer: ChatResponse | None = None) -> None:
+        return None
 
 
 class Recorder:
