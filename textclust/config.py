@@ -63,7 +63,7 @@ class ExplainConfig:
     # The language-model stage (used only when a model is configured).
     examples: list[str] | None = None  # example explanations shown to the proposer
     depth: int = 1  # 2 = sub-explanations inside each selected explanation
-    n_samples: int = 40  # texts the proposer reads per round
+    n_samples: int = 40  # texts the proposer reads per propose call (a round makes one, or more: explain/model.py)
     n_explanations: int = 8  # explanations asked for per proposal
     batch_size: int = 10  # texts per assignment call
     prefilter: int = 5  # candidates each text is checked against (by embedding similarity); 0 = all

@@ -16,7 +16,8 @@ import numpy as np
 from .assign_llm import AssignPrompt
 from .hierarchy import CHILD_ROUNDS, min_child_texts
 from .propose_llm import data_line, propose_messages, truncate
-from .sampling import distinct_texts, stratified_sample
+from .model import MAX_PROPOSE_CALLS
+from .sampling import distinct_texts, n_groups, stratified_sample
 
 ESCALATED_SHARE = 0.25  # assumed share of texts with no "yes" among their first candidates
 FURTHER_ESCALATED_SHARE = 0.1  # assumed share still without a "yes" at each further escalation
@@ -42,6 +43,12 @@ def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> di
     distinct = [texts[i] for i in first]
     rng = np.random.default_rng(e.random_state)
     sample = stratified_sample(labels[first], e.n_samples, rng)
+    # Propose calls a round: one, and when it names as many as asked, one per group of clusters
+    # (round 1's groups: later rounds and depth 2 see a subset of the clusters, so no more).
+    # X None: a dry run, nothing embedded or clustered, so as many clusters as texts are assumed.
+    n_clusters = n if X is None else len(set(labels[first].tolist()))
+    groups = n_groups(n_clusters, e.n_explanations, MAX_PROPOSE_CALLS - 1)
+    n_proposes = 1 + groups if groups > 1 else 1
     propose_prompt = tokens(propose_messages(e.goal, [distinct[i] for i in sample], e.n_explanations,
                                              e.examples, e.max_chars))
     # Per text, its line in a data block (ids and check lists of typical length).
@@ -62,10 +69,10 @@ def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> di
 
     def run_loop(n_texts: int, rounds: int, n_user: int, propose_tokens: int) -> None:
         for r in range(1, rounds + 1):
-            m = n_user + r * e.n_explanations
-            stages["propose"][0] += 1
-            stages["propose"][1] += propose_tokens
-            stages["propose"][2] += e.n_explanations * PROPOSAL_TOKENS
+            m = n_user + r * n_proposes * e.n_explanations
+            stages["propose"][0] += n_proposes
+            stages["propose"][1] += n_proposes * propose_tokens
+            stages["propose"][2] += n_proposes * e.n_explanations * PROPOSAL_TOKENS
             passes = [n_texts]  # every text is asked once a round (new candidates reach most top lists)
             if e.prefilter and m > e.prefilter and e.escalations:
                 passes.append(ESCALATED_SHARE * n_texts)
@@ -89,9 +96,12 @@ def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> di
     result = {stage: {"calls": v[0], "prompt_tokens": v[1], "completion_tokens": v[2]} for stage, v in stages.items()}
     result["total"] = {key: result["propose"][key] + result["assign"][key]
                        for key in ("calls", "prompt_tokens", "completion_tokens")}
+    unknown = "; clusters not known before the run: as many assumed as texts" if X is None and groups > 1 else ""
     result["note"] = (
         f"estimate: {n} distinct texts; all {e.rounds} rounds run (the loop may stop earlier), each proposing "
-        f"{e.n_explanations} explanations, none merged; every round asks every text about its top "
+        f"{e.n_explanations} explanations in each of {_calls(n_proposes)} (one, then one per group of clusters "
+        f"when it names as many as asked{unknown}), none merged; "
+        f"every round asks every text about its top "
         f"{e.prefilter or 'all'} candidates in calls of {e.batch_size} texts, and "
         f"{ESCALATED_SHARE:.0%} of texts are escalated once ({FURTHER_ESCALATED_SHARE:.0%} again, up to "
         f"{e.escalations} times); ~{ANSWER_TOKENS_PER_TEXT} answer tokens per text; "
@@ -116,3 +126,7 @@ class _Settings:
         for name in ("k", "n_samples", "n_explanations", "max_chars", "prefilter", "batch_size", "escalations"):
             setattr(self, name, getattr(x, name))
         self.examples = [str(example) for example in x.examples or ()]
+
+
+def _calls(n: int) -> str:
+    return f"{n} call{'' if n == 1 else 's'}"

@@ -7,6 +7,9 @@ the :class:`~textclust.interfaces.Proposer` and :class:`~textclust.interfaces.As
   explanations for the goal that they miss; a proposal whose embedding is within
   ``merge_threshold`` (cosine) of an existing candidate or an earlier proposal, or whose
   name is the same once normalised (:func:`name_key`), is a duplicate: merged (dropped).
+  When that call names as many as asked and the clustering has more open clusters than one
+  call names, the round proposes again once per group of neighbouring clusters, up to
+  :data:`MAX_PROPOSE_CALLS` calls in all (:func:`~.sampling.proposal_groups`).
 * :class:`ModelAssigner` — each distinct text is judged against its ``prefilter`` most
   similar candidates it has not been judged against yet, ``batch_size`` texts a call; a
   text with no "yes" at all is escalated to its next ``prefilter`` candidates, up to
@@ -27,8 +30,11 @@ import numpy as np
 from ..interfaces import NOISE, Assignment, Candidate, ModelClient, RoundContext, RoundProposal
 from .assign_llm import AssignPrompt, JudgeStats, Judgments, escalation_checks, judge, prefilter_checks, rank_candidates
 from .propose_llm import Proposal, propose
-from .sampling import stratified_sample
+from .sampling import proposal_groups, stratified_sample
 
+# Propose calls a round at most: one over all the (uncovered) texts, then, when it named as many
+# as asked, one per group of clusters (ModelProposer.propose).
+MAX_PROPOSE_CALLS = 4
 LLM_THRESHOLD = 0.5  # scores are 1 (yes), 0 (no) or NaN (not judged)
 REASON_LLM = "language model"
 
@@ -78,18 +84,42 @@ class ModelProposer:
         self.log = log or (lambda message: None)
 
     def propose(self, context: RoundContext) -> RoundProposal:
-        sample = stratified_sample(context.labels, self.n_samples, self.rng, context.pool)
-        proposals, result = propose(self.client, self.goal, [context.texts[i] for i in sample],
-                                    self.n_explanations, self.examples, self.max_chars,
-                                    existing=[(c.name, c.text) for c in context.candidates])
-        self.tally.n_calls["propose"] += 1
-        if not result.ok:
-            self.log(f"round {context.round}: the proposal call failed ({result.error})")
-            self.tally.notes.append(f"round {context.round}: proposing failed: {result.error}")
-        new, merged = self._merge(proposals, context.round, context.candidates)
+        new: list[Candidate] = []
+        merged, error, n_calls = 0, None, 0
+
+        def call(eligible: np.ndarray) -> int:
+            """One propose call over ``eligible``; how many proposals the model wrote."""
+            nonlocal merged, error, n_calls
+            known = list(context.candidates) + new  # so a later call of the round names the rest
+            sample = stratified_sample(context.labels, self.n_samples, self.rng, eligible)
+            proposals, result = propose(self.client, self.goal, [context.texts[i] for i in sample],
+                                        self.n_explanations, self.examples, self.max_chars,
+                                        existing=[(c.name, c.text) for c in known])
+            self.tally.n_calls["propose"] += 1
+            n_calls += 1
+            if not result.ok:
+                error = result.error or "no usable answer"
+                self.log(f"round {context.round}: the proposal call failed ({result.error})")
+                self.tally.notes.append(f"round {context.round}: proposing failed: {result.error}")
+            kept, n_merged = self._merge(proposals, context.round, known)
+            new.extend(kept)
+            merged += n_merged
+            return len(proposals)
+
+        pool = np.ones(len(context.labels), dtype=bool) if context.pool is None else context.pool
+        full = call(pool) >= self.n_explanations
+        # The model used every slot and there are more open clusters than one call names: the
+        # goal may have more kinds than that, so propose again per group of clusters. A goal
+        # with few kinds (fewer proposals than asked) keeps its one call.
+        groups = proposal_groups(context.X, context.labels, context.pool, self.n_explanations,
+                                 MAX_PROPOSE_CALLS - 1) if full else []
+        if len(groups) > 1:
+            for eligible in groups:
+                call(eligible)
+            self.log(f"round {context.round}: proposed in {n_calls} calls: the first named as many as asked "
+                     f"({self.n_explanations}), then one per group of clusters")
         labels = context.labels.copy() if context.pool is None else np.where(context.pool, context.labels, NOISE)
-        return RoundProposal(new, labels, n_merged=merged,
-                             error=None if result.ok else (result.error or "no usable answer"))
+        return RoundProposal(new, labels, n_merged=merged, error=error)
 
     def _merge(self, proposals: list[Proposal], round_number: int,
                existing: list[Candidate]) -> tuple[list[Candidate], int]:

@@ -77,3 +77,41 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator,
     for step in range(max((len(d) for d in drawn), default=0)):
         out.extend(int(d[step]) for d in drawn if step < len(d))
     return np.asarray(out, dtype=int)
+
+
+def n_groups(n_open: int, per_call: int, max_calls: int) -> int:
+    """How many groups :func:`proposal_groups` makes of ``n_open`` open clusters."""
+    return min(max_calls, -(-int(n_open) // max(1, per_call)))
+
+
+def proposal_groups(X: np.ndarray, labels: np.ndarray, pool: np.ndarray | None, per_call: int,
+                    max_calls: int) -> list[np.ndarray]:
+    """The texts each propose call of a round samples from, as masks over the texts.
+
+    One call names at most ``per_call`` explanations, so a clustering with more open clusters
+    than that gets one call per group of about ``per_call`` neighbouring clusters (by
+    centroid), at most ``max_calls``: a call over all of them would leave most unnamed. A
+    cluster is open when at least half of its texts are in ``pool`` (round 1: all are); the
+    groups share out every cluster of the pool. Otherwise one group: the pool (one call).
+    """
+    labels = np.asarray(labels)
+    eligible = np.ones(len(labels), dtype=bool) if pool is None else np.asarray(pool, dtype=bool)
+    clusters = sorted(set(labels[eligible].tolist()))
+    n_calls = n_groups(sum(eligible[labels == g].mean() >= 0.5 for g in clusters), per_call, max_calls)
+    if n_calls <= 1:
+        return [eligible]
+    members = {g: eligible & (labels == g) for g in clusters}
+    C = np.vstack([np.asarray(X)[members[g]].mean(axis=0) for g in clusters]).astype(np.float32)
+    norms = np.linalg.norm(C, axis=1, keepdims=True)
+    C /= np.where(norms == 0, 1.0, norms)
+    size = -(-len(clusters) // n_calls)
+    # Greedy: the largest cluster left, with its nearest clusters left (related topics in one
+    # call, so the model tells them apart), until every cluster is in a group.
+    left = sorted(range(len(clusters)), key=lambda i: (-int(members[clusters[i]].sum()), i))
+    groups = []
+    while left:
+        seed, rest = left[0], left[1:]
+        near = sorted(rest, key=lambda i: (-float(C[i] @ C[seed]), i))[:size - 1]
+        groups.append(np.isin(labels, [clusters[i] for i in [seed, *near]]) & eligible)
+        left = [i for i in rest if i not in near]
+    return groups
