@@ -49,6 +49,7 @@ def test_the_readme_figures_are_the_ones_printed(sample_run):
         re.search(r"Covered \d+ of \d+ non-empty rows .*?in more than one explanation: \d+ rows?", block),
         re.search(r"\d+ explanations selected from \d+ candidates in \d+ round\(s\); embeddings \d+ computed, \d+ cached",
                   block),
+        re.search(r"Goal, offline: .*? toward it\.", block),  # what offline does with the goal, word for word
     ]
     assert all(pieces), "a figure the README block used to show is gone: update this test with the README"
     for piece in pieces:

@@ -675,7 +675,7 @@ def test_typed_summary_and_export(tmp_path):
     print_summary(typed_result(with_model=False, clusterer="none"), console)
     out = console.export_text()
     assert "left as noise" not in out and "Language model" not in out
-    assert "Goal not served offline: The goal asks for sentiment; seeded explanations (candidates) can steer" in out
+    assert "Goal, offline: The goal asks for sentiment; seeded explanations (candidates) can steer" in out
 
     for fmt in ("json", "md", "csv"):
         export_run(typed_result(), fmt, tmp_path / f"run.{fmt}")

@@ -219,7 +219,10 @@ def test_version_1_database_is_upgraded(fake_run_db, copy_db):
 def test_goal_gaps_name_what_offline_cannot_serve():
     from textclust.explain.goal import goal_gap_notice, goal_gaps
 
-    assert goal_gaps("why the customer is unhappy") == ["sentiment or emotion", "reasons (why)"]
+    assert goal_gaps("why the customer is unhappy") == ["reasons (why)"]  # reasons for a feeling, not feelings
+    assert goal_gaps("the customer's sentiment") == ["sentiment or emotion"]
+    assert goal_gaps("the complaints about the shop by topic") == []  # "complaints" names the texts
+    assert "shows a reason only where the texts state it" in goal_gap_notice("why the customer is unhappy")
     assert goal_gaps("which topic the text is about") == []
     assert goal_gap_notice("which topic the text is about") is None
     assert "describe topics only" in goal_gap_notice("the language the text is written in")
@@ -228,8 +231,8 @@ def test_goal_gaps_name_what_offline_cannot_serve():
 def test_goal_notice_is_stored_and_printed(sample_run, cli_invoke):
     result = cli_invoke("show", sample_run.run_id, "--db", sample_run.db, "--json")
     stats = json.loads(result.stdout)["stats"]
-    assert stats["goal_notice"].startswith("The goal asks for sentiment or emotion and reasons (why)")
-    assert "Goal not served offline:" in " ".join(sample_run.stdout.split())
+    assert stats["goal_notice"].startswith("The goal asks why; offline, each explanation names what its texts")
+    assert "Goal, offline:" in " ".join(sample_run.stdout.split())
 
 
 def test_malformed_seeds_in_settings_are_refused():

@@ -31,7 +31,7 @@ register_settings(("candidate",))  # the goal notice names the option as {candid
 ASPECTS = {
     "sentiment or emotion": ("sentiment", "positive", "negative", "happy", "unhappy", "satisfied",
                              "dissatisfied", "emotion", "emotions", "feel", "feeling", "feelings", "tone",
-                             "angry", "opinion", "like", "dislike", "complain", "complaint", "complaints"),
+                             "angry", "opinion", "like", "dislike"),  # ("complaints" names the texts, not a criterion)
     "reasons (why)": ("why", "reason", "reasons", "cause", "causes", "because"),
     "counts or trends": ("how many", "how often", "trend", "trends", "over time", "increase", "decrease"),
     "style or language": ("style", "language", "written", "genre", "format"),
@@ -77,16 +77,29 @@ def goal_similarity(candidates: Sequence, goal_vector: np.ndarray) -> np.ndarray
     return (V @ g) / np.where(norms == 0, 1.0, norms)
 
 
+REASONS = "reasons (why)"
+
+
 def goal_gaps(goal: str) -> list[str]:
-    """The aspects of ``goal`` that extractive explanations cannot serve, in ASPECTS order."""
+    """The aspects of ``goal`` that extractive explanations cannot serve, in ASPECTS order. A goal
+    that asks why ("why the customer is unhappy") asks for reasons: its feeling words say what the
+    reasons are about, not a grouping by feeling."""
     lowered = " " + " ".join(re.findall(r"[\w']+", goal.lower())) + " "
-    return [aspect for aspect, words in ASPECTS.items() if any(f" {w} " in lowered for w in words)]
+    gaps = [aspect for aspect, words in ASPECTS.items() if any(f" {w} " in lowered for w in words)]
+    if REASONS in gaps:
+        gaps = [g for g in gaps if g != "sentiment or emotion"]
+    return gaps
 
 
 def goal_gap_notice(goal: str) -> str | None:
     gaps = goal_gaps(goal)
     if not gaps:
         return None
+    steer = "Seeded explanations ({candidate} \"NAME: explanation\") can steer the result toward it."
+    if gaps == [REASONS]:
+        # Reasons are often topics (a refund, a late delivery): partly served, and it says which part.
+        return ("The goal asks why; offline, each explanation names what its texts talk about (words they "
+                "contain), which shows a reason only where the texts state it as a topic (a refund, a late "
+                "delivery), never one they leave unsaid. " + steer)
     return (f"The goal asks for {' and '.join(gaps)}; offline, extractive explanations describe topics only "
-            "(distinctive words), so that part of the goal is not served. Seeded explanations "
-            "({candidate} \"NAME: explanation\") can steer the result toward it.")
+            "(distinctive words), so that part of the goal is not served. " + steer)

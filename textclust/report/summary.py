@@ -37,7 +37,7 @@ def print_summary(result: RunResult, console: Console | None = None, spell: Spel
     if result.notice:
         console.print(f"[yellow]Note:[/yellow] {result.notice}")
     if stats.goal_notice:
-        console.print(f"Goal not served offline: {stats.goal_notice}", markup=False)
+        console.print(f"Goal, offline: {stats.goal_notice}", markup=False)
     console.print(_explanations_table(result.clusters, console))
     truth_line = _truth_line(result.clusters)
     if truth_line:
