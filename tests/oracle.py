@@ -8,7 +8,9 @@ and answers from a table text → gold label:
   first, at most the number asked for), named after the label (its first six words, as
   textclust keeps names) and worded as ``describe(label)`` (default: the whole label);
 * **assign**: for each text, the checked explanations that stand for the text's label
-  (recognised by their explanation, else by their name).
+  (recognised by their explanation, else by their name);
+* **review** (the prompt says "Review the candidate explanations"): keeps every candidate
+  (its proposals are one per label: nothing to reject or merge).
 
 Texts are looked up by their whole normalised text (a text cut with "…" in a prompt, by
 what was kept), so distinct texts that share a beginning keep their own labels.
@@ -35,6 +37,9 @@ MAX_NAME_WORDS = 6  # textclust cuts proposed names to six words (propose_llm.MA
 PREFIX_CHARS = 80  # texts may be cut ("…") in prompts: those are looked up by their beginning
 _CANDIDATE_LINE = re.compile(r"^(\d+)\. (.+?): (.*)$")
 _ASKED = re.compile(r"Propose up to (\d+) explanations")
+REVIEW_MARKER = "Review the candidate explanations"
+# A reviewed candidate's line: "N. name: explanation [closest …]".
+_REVIEWED_LINE = re.compile(r"^(\d+)\. (.+?): (.*) \[closest [^\]]*\]$")
 
 
 def label_name(label) -> str:
@@ -52,6 +57,12 @@ def data_items(prompt: str) -> list[dict]:
     start = lines.index(OPEN_MARKER)
     end = lines.index(CLOSE_MARKER, start)
     return [json.loads(line) for line in lines[start + 1:end]]
+
+
+def reviewed_numbers(prompt: str) -> list[int]:
+    """The numbers of the candidates a review prompt asks about."""
+    head = prompt.split(OPEN_MARKER)[0]
+    return [int(m.group(1)) for line in head.split("\n") if (m := _REVIEWED_LINE.match(line))]
 
 
 def tokens(text: str) -> int:
@@ -84,7 +95,7 @@ class Oracle:
         for label in sorted(set(self.gold.values())):
             self._by_candidate.setdefault("name:" + short_name(label).lower(), label)
             self._by_candidate["text:" + " ".join(str(describe(label)).split()).lower()] = label
-        self.requests = {"propose": 0, "assign": 0, "other": 0}
+        self.requests = {"propose": 0, "assign": 0, "review": 0, "other": 0}
         self.unknown_texts = 0
 
     @staticmethod
@@ -141,6 +152,10 @@ class Oracle:
         elif "\nExplanations:\n" in prompt:
             self.requests["assign"] += 1
             answer = self._assign(prompt)
+        elif REVIEW_MARKER in prompt:
+            self.requests["review"] += 1
+            answer = {"decisions": [{"candidate": n, "action": "keep", "into": 0, "reason": "specific"}
+                                    for n in reviewed_numbers(prompt)]}
         else:
             self.requests["other"] += 1
             answer = {"error": "the oracle does not know this prompt"}

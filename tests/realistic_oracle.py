@@ -25,6 +25,13 @@ the gold labels, but like a real model:
   wrong with ``error_rate``, drawn per (text, explanation) pair: a true "yes" becomes a
   missed yes, a "no" a false yes (so a text can get an unrelated explanation as well as,
   or instead of, its own). The same pair asked again gets the same answer.
+* **review** — (the prompt says "Review the candidate explanations") for each candidate
+  under review, by what the oracle knows of its own proposals (the registry; an unknown
+  wording is kept): a broad or merged ("X or Y") one is rejected and a near-duplicate (its
+  label is named by a candidate listed before it) is merged into that one — each of these
+  missed (kept) with ``review_miss_rate``; a specific one is kept, except with
+  ``review_error_rate`` when it is wrongly rejected or merged into another candidate. Draws
+  are keyed by the prompt and the candidate.
 * **format** — each response has, with ``quirk_rate``, one quirk: code fences, prose
   around the JSON, a leading ``<think>`` block, explanation numbers and text ids as
   strings (``"3"``, ``"1"`` for ``"t1"``), or one text missing from the results (the last
@@ -64,7 +71,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .llm_server import chat_completion
-from .oracle import _ASKED, OPEN_MARKER, Oracle, data_items, label_name, tokens
+from .oracle import _ASKED, _REVIEWED_LINE, OPEN_MARKER, REVIEW_MARKER, Oracle, data_items, label_name, tokens
 
 # A proposal's name is cut to six words by textclust (propose_llm.MAX_NAME_WORDS), so the
 # registry keys names the same way.
@@ -93,6 +100,8 @@ BROAD = (
     ("Informal tone", "The text is written in an informal tone"),
 )
 BROAD_SHARE = (0.70, 0.95)  # a broad explanation is judged true of this share of texts (drawn per explanation)
+REVIEW_REASONS = {"keep": "specific to the goal", "reject": "too broad or a disjunction",
+                  "merge": "says the same as another"}
 PROSE_BEFORE = ("Here is the JSON you asked for:\n", "Sure! Based on the texts, here is my answer.\n\n")
 PROSE_AFTER = ("\n\nLet me know if you need anything else.", "\n\nI hope this helps.")
 THINK = "<think>\nLet me read the texts one by one and check each explanation against the goal.\n</think>\n"
@@ -148,13 +157,16 @@ class RealisticOracle(Oracle):
 
     def __init__(self, texts: list[str], labels: list, error_rate: float = 0.08, seed: int = 0,
                  describe=label_name, *, broad_rate: float = 0.15, merge_rate: float = 0.10,
-                 dup_rate: float = 0.10, quirk_rate: float = 0.2, broken_rate: float = 0.03):
+                 dup_rate: float = 0.10, quirk_rate: float = 0.2, broken_rate: float = 0.03,
+                 review_miss_rate: float = 0.2, review_error_rate: float = 0.05):
         super().__init__(texts, labels, error_rate=error_rate, seed=seed, describe=describe)
         self.broad_rate = broad_rate
         self.merge_rate = merge_rate
         self.dup_rate = dup_rate
         self.quirk_rate = quirk_rate
         self.broken_rate = broken_rate
+        self.review_miss_rate = review_miss_rate
+        self.review_error_rate = review_error_rate
         self.meanings: dict[str, Meaning] = {}  # normalised explanation text → meaning
         self.meanings_by_name: dict[str, Meaning] = {}  # normalised (cut) name → meaning
         self._lock = threading.Lock()  # the server is threaded; the registry and stats are shared
@@ -163,6 +175,7 @@ class RealisticOracle(Oracle):
             "proposals": Counter(),  # by kind: label, broad, merge, dup
             "judgments": 0, "wrong": 0, "false_yes": 0, "missed_yes": 0,
             "quirks": Counter(), "broken": Counter(),
+            "review": Counter(),  # decisions by what they were: right/missed/wrong + action
         }
 
     # --- the wire -------------------------------------------------------------------------------
@@ -178,7 +191,10 @@ class RealisticOracle(Oracle):
         with self._lock:
             self.stats["responses"] += 1
             self.stats["repairs_answered"] += repair
-            if "Propose up to" in prompt:
+            if REVIEW_MARKER in prompt:
+                self.requests["review"] += not repair
+                stage, answer = "review", self._review(prompt)
+            elif "Propose up to" in prompt:
                 self.requests["propose"] += not repair
                 stage, answer = "propose", self._propose(prompt)
             elif "\nExplanations:\n" in prompt:
@@ -315,6 +331,49 @@ class RealisticOracle(Oracle):
             return again
 
         return self._after_each_label(ctx, proposals, "dup", self.dup_rate, make)
+
+    # --- review ---------------------------------------------------------------------------------
+
+    def _review(self, prompt: str) -> dict:
+        key = self._digest(prompt)
+        head = prompt.split(OPEN_MARKER)[0].split("\n")
+        listed, reviewed = [], set()  # (number, meaning) in prompt order; numbers under review
+        for line in head:
+            match = _REVIEWED_LINE.match(line) or re.match(r"^(\d+)\. (.+?): (.*)$", line)
+            if match:
+                listed.append((int(match.group(1)), self.meaning_of(match.group(2), match.group(3))))
+                if _REVIEWED_LINE.match(line):
+                    reviewed.add(int(match.group(1)))
+        decisions, kept = [], []  # kept: (number, meaning) of the candidates that stay, in order
+        for number, meaning in listed:
+            if number not in reviewed:
+                kept.append((number, meaning))
+                continue
+            salt = f"review:{number}"
+            same = next((n for n, m in kept if meaning is not None and meaning.kind == "label" and m == meaning), None)
+            if meaning is not None and meaning.kind in ("broad", "merge"):
+                right = ("reject", 0)
+            elif same is not None:
+                right = ("merge", same)
+            else:
+                right = ("keep", 0)
+            action, into = right
+            if right[0] != "keep" and self._draw(key, salt + ":miss") < self.review_miss_rate:
+                action, into, how = "keep", 0, "missed"
+            elif right[0] == "keep" and self._draw(key, salt + ":error") < self.review_error_rate:
+                others = [n for n, _ in kept]
+                if others and self._draw(key, salt + ":how") < 0.5:
+                    action, into = "merge", others[self._index(key, salt + ":into", len(others))]
+                else:
+                    action, into = "reject", 0
+                how = "wrong"
+            else:
+                how = "right"
+            self.stats["review"][f"{how} {action}"] += 1
+            if action == "keep":
+                kept.append((number, meaning))
+            decisions.append({"candidate": number, "action": action, "into": into, "reason": REVIEW_REASONS[action]})
+        return {"decisions": decisions}
 
     # --- assign ---------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class ExplainConfig:
     prefilter: int = 5  # candidates each text is checked against (by embedding similarity); 0 = all
     escalations: int = 3  # a text with no "yes" is asked about its next `prefilter` candidates, this often
     merge_threshold: float = 0.9  # proposals this similar to an existing candidate are merged into it
+    review: bool = False  # one model call a round keeps, rejects or merges the new candidates (explain/review_llm.py)
     max_candidate_share: float | None = None  # explicit cap on a candidate's share of texts (GoalEx: 0.4); off
     max_chars: int = 1000  # longer texts are cut in prompts
 
@@ -132,8 +133,9 @@ class RunConfig:
         return getattr(getattr(self, node) if node else self, attribute)
 
     def flat(self) -> dict:
-        """Every setting by its flat name (the model aside)."""
-        return {name: self.get(name) for name in FLAT}
+        """Every setting by its flat name (the model aside). ``review`` only when on: runs stored
+        before it existed ran without it, and keep their key and their settings line."""
+        return {name: self.get(name) for name in FLAT if name != "review" or self.get(name)}
 
     # --- derived -----------------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class RunConfig:
             (e.prefilter >= 0, f"{{prefilter}} must be 0 (off) or more (got {e.prefilter})"),
             (e.escalations >= 0, f"{{escalations}} must be 0 or more (got {e.escalations})"),
             (0 < e.merge_threshold <= 1, f"{{merge_threshold}} must be in (0, 1] (got {e.merge_threshold})"),
+            (isinstance(e.review, bool), f"{{review}} must be true or false (got {e.review!r})"),
             (e.max_candidate_share is None or 0 < e.max_candidate_share <= 1,
              f"{{max_candidate_share}} must be in (0, 1] (got {e.max_candidate_share})"),
             (e.max_chars >= 20, f"{{max_chars}} must be at least 20 (got {e.max_chars})"),
@@ -230,7 +233,8 @@ class RunConfig:
             model = LLMConfig.from_stored(model)
         return cls(embedding=node(EmbeddingConfig, data.get("embedding")),
                    clustering=node(ClusteringConfig, data.get("clustering")),
-                   explaining=node(ExplainConfig, data.get("explaining")),
+                   # Runs stored before the review call existed ran without it (resumed as they began).
+                   explaining=node(ExplainConfig, {"review": False, **(data.get("explaining") or {})}),
                    model=model, random_state=int(data.get("random_state", 0)))
 
     def result_key(self) -> dict:

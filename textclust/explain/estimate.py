@@ -15,14 +15,16 @@ import numpy as np
 
 from .assign_llm import AssignPrompt
 from .hierarchy import CHILD_ROUNDS, min_child_texts
-from .propose_llm import data_line, propose_messages, truncate
+from .propose_llm import MAX_LISTED_CANDIDATES, data_line, propose_messages, truncate
 from .model import MAX_PROPOSE_CALLS
+from .review_llm import MEMBERS, review_messages
 from .sampling import distinct_texts, n_groups, stratified_sample
 
 ESCALATED_SHARE = 0.25  # assumed share of texts with no "yes" among their first candidates
 FURTHER_ESCALATED_SHARE = 0.1  # assumed share still without a "yes" at each further escalation
 PROPOSAL_TOKENS = 45  # one proposed explanation in the answer (name, predicate, JSON)
 ANSWER_TOKENS_PER_TEXT = 30  # one text's entry in an assign answer (id, about one match with evidence)
+DECISION_TOKENS = 30  # one candidate's entry in a review answer (number, action, into, reason)
 MESSAGE_OVERHEAD = 4  # tokens per chat message (role, separators)
 _PLACEHOLDER = ("a four word name", "the text states a specific property that matters for the goal, "
                 "described precisely enough that a reader can decide yes or no for any single text")
@@ -66,6 +68,15 @@ def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> di
         return calls, int(calls * fixed + n_texts * mean_line), int(n_texts * ANSWER_TOKENS_PER_TEXT)
 
     stages = {"propose": [0, 0, 0], "assign": [0, 0, 0]}
+    if e.review:
+        stages["review"] = [0, 0, 0]
+    longest = sorted(distinct, key=len)[-MEMBERS:] or [""]  # members shown: the longest texts, an upper bound
+
+    def review_tokens(n_existing: int, n_new: int) -> int:
+        stats = [{"closest": "10%", "similar": "12 (cosine 0.80)", "overlaps": "3 (40% of its near texts), "
+                  "7 (20% of its near texts)", "members": list(range(len(longest)))}] * n_new
+        return tokens(review_messages(e.goal, [_PLACEHOLDER] * min(n_existing, MAX_LISTED_CANDIDATES),
+                                      [_PLACEHOLDER] * n_new, stats, longest))
 
     def run_loop(n_texts: int, rounds: int, n_user: int, propose_tokens: int) -> None:
         for r in range(1, rounds + 1):
@@ -73,6 +84,11 @@ def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> di
             stages["propose"][0] += n_proposes
             stages["propose"][1] += n_proposes * propose_tokens
             stages["propose"][2] += n_proposes * e.n_explanations * PROPOSAL_TOKENS
+            if e.review:  # one review call a round, over the round's proposals
+                n_new = n_proposes * e.n_explanations
+                stages["review"][0] += 1
+                stages["review"][1] += review_tokens(m - n_new, n_new)
+                stages["review"][2] += n_new * DECISION_TOKENS
             passes = [n_texts]  # every text is asked once a round (new candidates reach most top lists)
             if e.prefilter and m > e.prefilter and e.escalations:
                 passes.append(ESCALATED_SHARE * n_texts)
@@ -94,13 +110,14 @@ def estimate_llm(explainer, X, texts, labels, weights, user_candidates=()) -> di
             depth_note = (f"; depth 2: {parents} selected explanations of about {n // parents} texts each "
                           f"get {min(CHILD_ROUNDS, e.rounds)} rounds of sub-explanations")
     result = {stage: {"calls": v[0], "prompt_tokens": v[1], "completion_tokens": v[2]} for stage, v in stages.items()}
-    result["total"] = {key: result["propose"][key] + result["assign"][key]
+    result["total"] = {key: sum(result[stage][key] for stage in stages)
                        for key in ("calls", "prompt_tokens", "completion_tokens")}
     unknown = "; clusters not known before the run: as many assumed as texts" if X is None and groups > 1 else ""
     result["note"] = (
         f"estimate: {n} distinct texts; all {e.rounds} rounds run (the loop may stop earlier), each proposing "
         f"{e.n_explanations} explanations in each of {_calls(n_proposes)} (one, then one per group of clusters "
-        f"when it names as many as asked{unknown}), none merged; "
+        f"when it names as many as asked{unknown}), none merged"
+        + ("; one review call a round over the round's proposals" if e.review else "") + "; "
         f"every round asks every text about its top "
         f"{e.prefilter or 'all'} candidates in calls of {e.batch_size} texts, and "
         f"{ESCALATED_SHARE:.0%} of texts are escalated once ({FURTHER_ESCALATED_SHARE:.0%} again, up to "
@@ -123,7 +140,8 @@ class _Settings:
         self.rounds = explainer.config.rounds
         self.random_state = explainer.config.random_state
         self.depth = explainer.depth
-        for name in ("k", "n_samples", "n_explanations", "max_chars", "prefilter", "batch_size", "escalations"):
+        for name in ("k", "n_samples", "n_explanations", "max_chars", "prefilter", "batch_size", "escalations",
+                     "review"):
             setattr(self, name, getattr(x, name))
         self.examples = [str(example) for example in x.examples or ()]
 

@@ -227,7 +227,7 @@ class ModelExplainer(Explainer):
                                  n_explanations=e.n_explanations, merge_threshold=e.merge_threshold,
                                  examples=e.examples or (), max_chars=e.max_chars,
                                  random_state=self.config.random_state, restating=self.restating,
-                                 tally=self.tally, log=self.log)
+                                 tally=self.tally, log=self.log, review=e.review)
         return proposer, assigner
 
     def explain(self, X, texts, labels, weights, *, user_candidates=(), goal_vector=None,

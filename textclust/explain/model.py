@@ -9,7 +9,9 @@ the :class:`~textclust.interfaces.Proposer` and :class:`~textclust.interfaces.As
   name is the same once normalised (:func:`name_key`), is a duplicate: merged (dropped).
   When that call names as many as asked and the clustering has more open clusters than one
   call names, the round proposes again once per group of neighbouring clusters, up to
-  :data:`MAX_PROPOSE_CALLS` calls in all (:func:`~.sampling.proposal_groups`).
+  :data:`MAX_PROPOSE_CALLS` calls in all (:func:`~.sampling.proposal_groups`). With
+  ``review``, one more call a round then keeps, rejects or merges the round's new candidates
+  (:mod:`.review_llm`) before any text is judged against them.
 * :class:`ModelAssigner` — each distinct text is judged against its ``prefilter`` most
   similar candidates it has not been judged against yet, ``batch_size`` texts a call; a
   text with no "yes" at all is escalated to its next ``prefilter`` candidates, up to
@@ -30,6 +32,7 @@ import numpy as np
 from ..interfaces import NOISE, Assignment, Candidate, ModelClient, RoundContext, RoundProposal
 from .assign_llm import AssignPrompt, JudgeStats, Judgments, escalation_checks, judge, prefilter_checks, rank_candidates
 from .propose_llm import Proposal, propose
+from .review_llm import review
 from .sampling import proposal_groups, stratified_sample
 
 # Propose calls a round at most: one over all the (uncovered) texts, then, when it named as many
@@ -69,7 +72,7 @@ class ModelProposer:
     def __init__(self, client: ModelClient, embed: Embed, goal: str, *, n_samples: int = 40,
                  n_explanations: int = 8, merge_threshold: float = 0.9, examples=(), max_chars: int = 1000,
                  random_state: int = 0, restating: np.ndarray | None = None, tally: CallTally | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, review: bool = False):
         self.client = client
         self.embed = embed
         self.goal = goal
@@ -82,6 +85,7 @@ class ModelProposer:
         self.restating = restating  # depth 2: the parent's vector (proposals this close are dropped)
         self.tally = tally or CallTally()
         self.log = log or (lambda message: None)
+        self.review = review
 
     def propose(self, context: RoundContext) -> RoundProposal:
         new: list[Candidate] = []
@@ -118,8 +122,34 @@ class ModelProposer:
                 call(eligible)
             self.log(f"round {context.round}: proposed in {n_calls} calls: the first named as many as asked "
                      f"({self.n_explanations}), then one per group of clusters")
+        if self.review and new:
+            new, n_merged = self._review(context, pool, new)
+            merged += n_merged  # rejections are logged, not counted as near-duplicates
         labels = context.labels.copy() if context.pool is None else np.where(context.pool, context.labels, NOISE)
         return RoundProposal(new, labels, n_merged=merged, error=error)
+
+    def _review(self, context: RoundContext, pool: np.ndarray, new: list[Candidate]) -> tuple[list[Candidate], int]:
+        """The round's new candidates less those one review call rejects or merges, and how many
+        it merged (one call a round, so the cost stays bounded; a failed call keeps them all)."""
+        existing = list(context.candidates)
+        V = np.vstack([c.vector for c in existing + new]).astype(np.float32)
+        rows = np.flatnonzero(pool)
+        X = np.asarray(context.X, dtype=np.float32)[rows]
+        decision = review(self.client, self.goal, [(c.name, c.text) for c in existing],
+                          [(c.name, c.text) for c in new], X, V, [context.texts[i] for i in rows])
+        self.tally.n_calls["review"] = self.tally.n_calls.get("review", 0) + 1
+        if not decision.ok:
+            self.log(f"round {context.round}: the review call failed ({decision.error}); kept every candidate")
+            self.tally.notes.append(f"round {context.round}: reviewing failed: {decision.error}")
+            return new, 0
+        if decision.ignored:
+            self.log(f"round {context.round}: the review would have removed every candidate; kept them all")
+            return new, 0
+        if decision.removed:
+            self.log(f"round {context.round}: review rejected "
+                     + (", ".join(f"“{new[j].name}”" for j in decision.rejected) or "none")
+                     + "; merged " + (", ".join(f"“{new[j].name}”" for j in decision.merged) or "none"))
+        return [c for j, c in enumerate(new) if j not in decision.removed], len(decision.merged)
 
     def _merge(self, proposals: list[Proposal], round_number: int,
                existing: list[Candidate]) -> tuple[list[Candidate], int]:
