@@ -15,6 +15,7 @@ COMMANDS = {
     "runs": ["--db", "--json"],
     "show": ["RUN_ID", "--db", "--json"],
     "export": ["RUN_ID", "--format", "--output", "-o", "--db"],
+    "summarize": ["--goal", "--run", "--format", "--input-format", "--db", "--llm-model"],
 }
 
 

@@ -37,6 +37,7 @@ _WHERE = {
     "load_run": "results",
     "run": "api",
     "run_texts": "api",
+    "summarize": "api",
 }
 
 __all__ = sorted(_WHERE) + ["__version__"]

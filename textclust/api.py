@@ -141,3 +141,44 @@ def _run(corpus, goal, db, progress, llm, settings: dict, components: dict) -> R
     database = open_store(db)
     run_id = Pipeline(database, config, progress=progress, **components).run(corpus, goal)
     return load_run(database, run_id)
+
+
+def summarize(run: RunResult | int | str = "latest", *, db: str | Path | RunStore | None = None,
+              llm: LLMConfig | dict | bool | None = True, spell=None):
+    """A readable summary of a finished run (``textclust summarize``): a
+    :class:`~textclust.report.summarize.Summary`; ``str(summary)`` is its Markdown,
+    ``summary.render("text" | "json")`` the other forms, ``summary.to_dict()`` its facts.
+
+    ``run``: a :class:`RunResult`, or a run id (``"latest"``: the last run made, resumed or reused)
+    in ``db`` (default ``textclust.db``). ``llm``: True = the run's own language model (offline
+    runs get the template overview); None or False = the template overview; an
+    :class:`LLMConfig` or a dict of its fields = that model. The model's call is recorded and
+    cached under the run in ``db`` (for a ``RunResult``, only when ``db`` is given), so asking
+    again sends nothing. ``spell`` names settings in the run's notices (the CLI: as flags)."""
+    from dataclasses import replace
+
+    from .errors import NotFoundError
+    from .llm.client import LLMClient
+    from .report.summarize import add_model_overview, summary_facts
+    from .store import store_path
+
+    if isinstance(run, RunResult):
+        result, store = run, (None if db is None else open_store(db))
+    else:
+        db = DEFAULT_DB if db is None else db
+        file = store_path(db) if isinstance(db, (str, Path)) else None
+        if file is not None and not file.is_file():
+            raise NotFoundError(f"{{db}} {db}: no such database")
+        store = open_store(db)
+        result = load_run(store, run)
+    summary = summary_facts(result, spell)
+    if llm is True:
+        model = result.config.model
+    elif llm:
+        model = LLMConfig(**llm) if isinstance(llm, dict) else llm
+        model = replace(model, seed=result.config.random_state)  # the run's seed, as the run's own model has
+    else:
+        model = None
+    if model is not None:
+        add_model_overview(summary, LLMClient(model, store, run_id=result.run_id))
+    return summary

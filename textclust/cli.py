@@ -243,6 +243,9 @@ LLM_OPTIONS = [
                         "up to this many times a round."),
     setting_option("--merge-threshold", type=float,
                    help="Proposals at least this similar (cosine) to an existing candidate are merged into it."),
+    setting_option("--review/--no-review", setting="review",
+                   help="One model call a round keeps, rejects (off-goal, catch-all) or merges (near-duplicate) "
+                        "the new candidates before texts are judged against them."),
     setting_option("--max-candidate-share", type=float,
                    help="Drop candidates matching more than this share of texts (GoalEx uses 0.4; off by default)."),
     setting_option("--max-chars", type=int, help="Longer texts are cut in prompts."),
@@ -271,13 +274,17 @@ def _llm_config(kwargs: dict):
                              gguf=kwargs.get("llm_gguf"), **overrides)
 
 
-def run_options(command):
-    """Options shared by `run` and `eval`: what changes a run's result."""
+def run_options(command=None, *, goal_required: bool = True, format_flag: str = "--format"):
+    """Options shared by `run`, `eval` and `summarize`: what changes a run's result. `summarize`
+    (``run_options(goal_required=False, format_flag="--input-format")``) also reads a stored run,
+    which needs no goal, and keeps --format for its output."""
+    if command is None:
+        return functools.partial(run_options, goal_required=goal_required, format_flag=format_flag)
     options = [
-        click.option("--goal", required=True, help="What the clusters should be about, in plain language."),
+        click.option("--goal", required=goal_required, help="What the clusters should be about, in plain language."),
         click.option("--text-column", help="Column holding the text (default: the only text-like column)."),
         click.option("--id-column", help="Column holding a row id, kept in exports."),
-        click.option("--format", "input_format", type=click.Choice(["csv", "tsv", "jsonl", "json", "txt", "parquet"]),
+        click.option(format_flag, "input_format", type=click.Choice(["csv", "tsv", "jsonl", "json", "txt", "parquet"]),
                      help="Input format (default: from the file extension)."),
         click.option("--skip-bad-rows", is_flag=True,
                      help="Skip malformed rows (a JSONL line that is not a JSON object, a CSV row the parser "
@@ -316,7 +323,8 @@ def run_options(command):
 # Settings set by an option of the same name (its flag: flag_for(name)); None = not given.
 SETTING_OPTIONS = ("k", "clusterer", "reduction", "n_components", "min_cluster_size", "max_cluster_share",
                    "embedding_model", "rounds", "min_share", "random_state", "depth", "n_samples", "n_explanations",
-                   "batch_size", "prefilter", "escalations", "merge_threshold", "max_candidate_share", "max_chars")
+                   "batch_size", "prefilter", "escalations", "merge_threshold", "review", "max_candidate_share",
+                   "max_chars")
 
 
 def run_config(kwargs: dict):
@@ -370,17 +378,33 @@ def cli():
 @user_errors
 def run(input_path, db_path, as_json, dry_run, new, **kwargs):
     """Cluster the texts in INPUT (CSV, TSV, JSONL, JSON, TXT or Parquet) for a goal."""
+    from .pipeline import Pipeline
+
+    if dry_run:  # from the corpus and the settings alone: no database is opened, nothing is sent
+        corpus, config, _ = _corpus_and_config(input_path, kwargs, None)
+        _print_estimate(Pipeline(None, config, log=_log).estimate(corpus, kwargs["goal"]), as_json)
+        return
+    corpus, config, db = _corpus_and_config(input_path, kwargs, db_path)
+    pipeline = Pipeline(db, config, log=_log)
+    run_id = _reused_or_new_run(pipeline, corpus, kwargs["goal"], new)
+    _print_run(db, run_id, as_json)
+    if not as_json:
+        _say(next_steps(run_id, db_path))
+
+
+def _corpus_and_config(input_path, kwargs: dict, db_path):
+    """`run` and `summarize`: read INPUT, build and check the settings, open the database (none for
+    ``db_path`` None: a dry run) and say what will be run: ``(corpus, config, db)``."""
     from .config import model_identity
     from .ingest import read_corpus
-    from .pipeline import Pipeline
     from .store import open_store
 
     corpus = read_corpus(input_path, kwargs["text_column"], kwargs["id_column"], format=kwargs["input_format"],
                          skip_bad_rows=kwargs["skip_bad_rows"])
     config = run_config(kwargs)
     config.validate(corpus.n_texts, kwargs["goal"])  # before the database is touched
-    # A dry run opens no database; a run opens it before saying anything (a bad setting fails in one line).
-    db = None if dry_run else open_store(db_path)
+    # A run opens the database before saying anything (a bad setting fails in one line).
+    db = None if db_path is None else open_store(db_path)
     _say(f"{corpus.source}: {corpus.n_rows} rows, {corpus.n_texts} distinct texts, "
          f"{corpus.n_empty} empty, {corpus.n_duplicate_rows} duplicate rows (column '{corpus.text_column}')")
     for note in corpus.notes:
@@ -389,14 +413,7 @@ def run(input_path, db_path, as_json, dry_run, new, **kwargs):
         _say("no language model configured (--llm-model): offline explainer")
     else:
         _say(f"language model: {config.model.model} at {model_identity(config.model)['server']}")
-    if dry_run:  # from the corpus and the settings alone: no database is opened, nothing is sent
-        _print_estimate(Pipeline(None, config, log=_log).estimate(corpus, kwargs["goal"]), as_json)
-        return
-    pipeline = Pipeline(db, config, log=_log)
-    run_id = _reused_or_new_run(pipeline, corpus, kwargs["goal"], new)
-    _print_run(db, run_id, as_json)
-    if not as_json:
-        _say(next_steps(run_id, db_path))
+    return corpus, config, db
 
 
 def _reused_or_new_run(pipeline, corpus, goal: str, new: bool) -> int:
@@ -590,6 +607,56 @@ def show(run_id, db_path, as_json):
     """Show the explanations and counts of one run (RUN_ID, or latest)."""
     db = _existing_db(db_path)
     _print_run(db, _run_id(db, run_id), as_json)
+
+
+# `summarize --run`: the flags that choose the model writing the overview (the others make a run from INPUT).
+SUMMARY_MODEL_FLAGS = ("llm_model", "llm_base_url", "llm_api_key_env", "llm_gguf", "config_path", "no_llm",
+                       "max_calls", "max_tokens", "concurrency", "llm_timeout", "llm_structured")
+
+
+@cli.command()
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(dir_okay=False))
+@click.option("--run", "run_id", type=RUN_ID, help="Summarize this stored run (RUN_ID, or latest) instead of INPUT.")
+@click.option("--format", "fmt", type=click.Choice(["md", "text", "json"]), default="md", show_default=True,
+              help="Markdown, plain text, or JSON (the facts, the overview and where it came from).")
+@run_options(goal_required=False, format_flag="--input-format")
+@DB_OPTION
+@user_errors
+def summarize(input_path, run_id, fmt, db_path, **kwargs):
+    """Summarize a corpus in one step: run (or reuse) the pipeline on INPUT for --goal, or read
+    --run RUN_ID, and print an overview paragraph, one bullet per explanation with its share and a
+    representative quote, and what fits nowhere.
+
+    The overview is a template built from the run's figures; with a language model (the run's, or
+    --llm-model with --run) one extra call writes it, and it is shown only if every number in it is
+    one of the run's. That call is recorded under the run (textclust log) and cached."""
+    from .api import summarize as summarize_run
+    from .pipeline import Pipeline
+
+    if (input_path is None) == (run_id is None):
+        raise TextclustError("give INPUT (with --goal) or --run RUN_ID, not both"
+                             if input_path else "give INPUT (with --goal) to summarize, or --run RUN_ID for a stored run")
+    if input_path is not None:
+        if not kwargs["goal"]:
+            raise TextclustError("INPUT needs --goal: what the clusters should be about")
+        corpus, config, db = _corpus_and_config(input_path, kwargs, db_path)
+        run_id = _reused_or_new_run(Pipeline(db, config, log=_log), corpus, kwargs["goal"], False)
+        model = config.model  # the run's own
+    else:
+        given = [name for name, value in kwargs.items()
+                 if name not in SUMMARY_MODEL_FLAGS and value not in (None, False, ())]
+        if given:
+            raise TextclustError(f"{flag_for(given[0])} makes a run from INPUT; a stored run (--run) keeps its "
+                                 "settings")
+        db = _existing_db(db_path)
+        run_id = _run_id(db, run_id)
+        model = True  # the run's own, unless a flag names another
+        if kwargs["no_llm"]:
+            model = None
+        elif any(kwargs[name] for name in ("llm_model", "llm_base_url", "llm_gguf", "config_path")):
+            model = _llm_config(kwargs)
+    summary = summarize_run(run_id, db=db, llm=model, spell=flag_for)
+    click.echo(summary.render(fmt), nl=False)
 
 
 @cli.command(name="log")
