@@ -230,3 +230,17 @@ def build_fake_run(db_path: Path, blobs: Blobs, **settings) -> FakeRun:
 def fake_run_db(tmp_path_factory, blobs) -> FakeRun:
     """A closed database file holding one complete (fast, model-free) run."""
     return build_fake_run(tmp_path_factory.mktemp("fake_run") / "fake.db", blobs)
+
+
+@pytest.fixture
+def llm_db(monkeypatch, tmp_path):
+    """A fresh database for tests against the scripted model servers: no model settings from the
+    environment, and no proxy between the client and 127.0.0.1."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TEXTCLUST_LLM_MODEL", "TEXTCLUST_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    from textclust.store import open_store
+
+    database = open_store(tmp_path / "llm.db")
+    yield database
+    database.close()

@@ -3,6 +3,9 @@ through its interfaces, so tests need neither a real model nor a pre-filled cach
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import numpy as np
 
 from textclust.errors import SettingsError
@@ -43,3 +46,14 @@ def _hash_vector(text: str, dim: int) -> np.ndarray:
     seed = int.from_bytes(text.encode("utf-8")[:64].ljust(8, b"\0")[:8], "little") ^ len(text)
     v = np.random.default_rng(seed).normal(size=dim)
     return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def hashed_words(strings: list[str], dim: int = 256, stop=frozenset()) -> np.ndarray:
+    """A deterministic embedding for model-stage tests: a hashed bag of words (``stop`` left out),
+    unit length, so a text and an explanation sharing a keyword are close."""
+    out = np.full((len(strings), dim), 1e-3)
+    for i, s in enumerate(strings):
+        for word in re.findall(r"[a-z]+", s.lower()):
+            if word not in stop:
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % dim] += 1.0
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)

@@ -318,6 +318,9 @@ class FakePipeline:
         FakePipeline.seen.update(corpus=corpus, goal=goal)
         raise Stop("stopped by the test")
 
+    def run_or_reuse(self, corpus, goal, hint=""):
+        return self.run(corpus, goal), False  # nothing to reuse
+
     def resume(self, run_id, **kwargs):
         FakePipeline.seen.update(run_id=run_id, **kwargs)
         raise Stop("stopped by the test")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.test_llm_explainer import KeywordModel, corpus, embed, explanation_for, http_env, run, selected_names  # noqa: F401 (fixture)
+from tests.test_llm_explainer import KeywordModel, corpus, embed, explanation_for, run, selected_names
 
 CATCH_ALL = {"name": "any complaint", "explanation": 'the text mentions "the"'}  # fits nearly every text
 
@@ -78,7 +78,7 @@ def test_a_later_round_that_adds_a_specific_explanation_is_kept():
 # --- e. lenient parsing of ids ----------------------------------------------------------------------
 
 
-def test_explanation_numbers_given_as_digit_strings_are_accepted_without_a_repair(http_env):
+def test_explanation_numbers_given_as_digit_strings_are_accepted_without_a_repair(llm_db):
     import json
 
     from tests.llm_server import ScriptedServer
@@ -94,7 +94,7 @@ def test_explanation_numbers_given_as_digit_strings_are_accepted_without_a_repai
         return json.dumps(answer)
 
     with ScriptedServer(OracleHandler(as_strings)) as server:
-        result, client = http_explain(server, http_env, texts, X, batch_size=5, rounds=1)
+        result, client = http_explain(server, llm_db, texts, X, batch_size=5, rounds=1)
         repairs = [r for r in assign_requests(server) if len(r["body"]["messages"]) > 2]
     assert repairs == []  # no answer was sent back for repair
     assert not result.unparsed.any()

@@ -6,12 +6,9 @@ kinds keeps one call a round, however many clusters. Real HTTP against the scrip
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 import numpy as np
-import pytest
 
+from tests.fakes import hashed_words
 from tests.llm_server import ScriptedServer
 from tests.oracle import Oracle
 from textclust.config import RunConfig
@@ -29,12 +26,7 @@ DIM = 256
 
 
 def embed(strings: list[str]) -> np.ndarray:
-    """Hashed bag of words, unit length: a note and an explanation naming the same hobby are close."""
-    out = np.full((len(strings), DIM), 1e-3)
-    for i, s in enumerate(strings):
-        for word in re.findall(r"[a-z]+", s.lower()):
-            out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % DIM] += 1.0
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+    return hashed_words(strings, DIM)
 
 
 def corpus(n_hobbies: int, per_hobby: int = 6):
@@ -46,16 +38,6 @@ def corpus(n_hobbies: int, per_hobby: int = 6):
     return texts, gold, np.repeat(np.arange(n_hobbies), per_hobby)
 
 
-@pytest.fixture
-def db(monkeypatch, tmp_path):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TEXTCLUST_LLM_MODEL", "TEXTCLUST_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from textclust.store import Database
-
-    database = Database(tmp_path / "llm.db")
-    yield database
-    database.close()
 
 
 def explain(db, n_hobbies: int, rounds: int, kinds: int | None = None):
@@ -76,26 +58,26 @@ def explain(db, n_hobbies: int, rounds: int, kinds: int | None = None):
     return result, estimate, gold
 
 
-def test_many_clusters_get_one_propose_call_per_group_and_every_cluster_an_explanation(db):
+def test_many_clusters_get_one_propose_call_per_group_and_every_cluster_an_explanation(llm_db):
     # 24 clusters, 8 explanations a call: one call over all of them names 8 hobbies at most
     # (before this mechanism: 8 selected, a third of the notes covered). It names 8, so three
     # more calls follow, one per group of 8 clusters.
-    result, estimate, gold = explain(db, 24, rounds=1)
+    result, estimate, gold = explain(llm_db, 24, rounds=1)
     assert result.n_calls["propose"] == 4 <= estimate["propose"]["calls"]
     assert {result.candidates[j].name for j in result.selected} == set(HOBBIES[:24])
     assert result.selection.coverage == 1.0
 
 
-def test_few_clusters_keep_one_propose_call_a_round(db):
-    result, estimate, _ = explain(db, 6, rounds=2)
+def test_few_clusters_keep_one_propose_call_a_round(llm_db):
+    result, estimate, _ = explain(llm_db, 6, rounds=2)
     assert result.n_calls["propose"] == 1  # round 1 covered everything: no round 2
     assert estimate["propose"]["calls"] == 2  # one a round
     assert len(result.selected) == 6 and result.selection.coverage == 1.0
 
 
-def test_many_clusters_but_few_kinds_keep_one_propose_call(db):
+def test_many_clusters_but_few_kinds_keep_one_propose_call(llm_db):
     # The same 24 clusters, but the goal has 4 kinds: the first call names 4 of the 8 asked.
-    result, estimate, _ = explain(db, 24, rounds=1, kinds=4)
+    result, estimate, _ = explain(llm_db, 24, rounds=1, kinds=4)
     assert result.n_calls["propose"] == 1
     assert len(result.selected) == 4 and result.selection.coverage == 1.0
 

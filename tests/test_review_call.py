@@ -5,12 +5,10 @@ Real HTTP against the scripted models (tests/oracle.py, tests/realistic_oracle.p
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 import numpy as np
 import pytest
 
+from tests.fakes import hashed_words
 from tests.llm_server import ScriptedServer
 from tests.realistic_oracle import BROAD, Meaning, Proposed, RealisticOracle
 from textclust.config import RunConfig
@@ -23,12 +21,7 @@ DIM = 256
 
 
 def embed(strings: list[str]) -> np.ndarray:
-    """Hashed bag of words, unit length: a note and an explanation naming the same hobby are close."""
-    out = np.full((len(strings), DIM), 1e-3)
-    for i, s in enumerate(strings):
-        for word in re.findall(r"[a-z]+", s.lower()):
-            out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % DIM] += 1.0
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+    return hashed_words(strings, DIM)
 
 
 class BadProposals(RealisticOracle):
@@ -48,16 +41,6 @@ class BadProposals(RealisticOracle):
                                      f"{label} as a hobby", first.meaning, "dup")]
 
 
-@pytest.fixture
-def db(monkeypatch, tmp_path):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TEXTCLUST_LLM_MODEL", "TEXTCLUST_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from textclust.store import Database
-
-    database = Database(tmp_path / "llm.db")
-    yield database
-    database.close()
 
 
 def corpus(per_hobby: int = 6):
@@ -83,8 +66,8 @@ def explain(db, oracle_class=BadProposals, review=True, **settings):
     return result, oracle, explainer, (X, texts, labels)
 
 
-def test_catch_all_and_near_duplicate_are_removed_before_judging(db):
-    result, oracle, _, _ = explain(db)
+def test_catch_all_and_near_duplicate_are_removed_before_judging(llm_db):
+    result, oracle, _, _ = explain(llm_db)
     names = [c.name for c in result.candidates]
     broad = BROAD[0][0]
     assert oracle.stats["proposals"]["broad"] >= 1 and oracle.stats["proposals"]["dup"] >= 1
@@ -98,16 +81,16 @@ def test_catch_all_and_near_duplicate_are_removed_before_judging(db):
     assert selected == set(HOBBIES) and result.selection.coverage == 1.0
 
 
-def test_review_is_one_call_a_round_within_the_estimate_and_can_be_switched_off(db):
+def test_review_is_one_call_a_round_within_the_estimate_and_can_be_switched_off(llm_db):
     from textclust.explain.estimate import estimate_llm
 
-    result, oracle, explainer, (X, texts, labels) = explain(db)
+    result, oracle, explainer, (X, texts, labels) = explain(llm_db)
     estimate = estimate_llm(explainer, X, texts, labels, np.ones(len(texts)))
     assert result.n_calls["review"] == oracle.requests["review"] == len(result.rounds)
     assert estimate["review"]["calls"] >= result.n_calls["review"]
     assert estimate["total"]["calls"] == sum(estimate[s]["calls"] for s in ("propose", "assign", "review"))
 
-    off, oracle_off, explainer_off, _ = explain(db, review=False)
+    off, oracle_off, explainer_off, _ = explain(llm_db, review=False)
     assert oracle_off.requests["review"] == 0 and "review" not in off.n_calls
     assert "review" not in estimate_llm(explainer_off, X, texts, labels, np.ones(len(texts)))
     assert BROAD[0][0] in [c.name for c in off.candidates]  # without it the catch-all is judged
@@ -129,13 +112,13 @@ def test_answers_that_cannot_be_applied_keep_the_candidates():
     assert review.rejected == [1] and review.merged == {4: 1} and review.removed == {1, 4}
 
 
-def test_a_review_removing_everything_in_round_one_is_ignored(db):
+def test_a_review_removing_everything_in_round_one_is_ignored(llm_db):
     class RejectsAll(BadProposals):
         def _review(self, prompt):
             answer = super()._review(prompt)
             return {"decisions": [{**d, "action": "reject"} for d in answer["decisions"]]}
 
-    result, _, _, _ = explain(db, RejectsAll)
+    result, _, _, _ = explain(llm_db, RejectsAll)
     assert len(result.selected) >= len(HOBBIES) and result.selection.coverage == 1.0
 
 

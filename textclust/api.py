@@ -96,8 +96,7 @@ def evaluate_file(
     ``n_gold_classes`` and ``notice`` (the run's notice, or None). Keywords as for :func:`run`."""
     corpus = read_corpus(path, text_column=text_column, id_column=id_column, extra_columns=(label_column,),
                          skip_bad_rows=skip_bad_rows)
-    settings, components = _components(settings, dict(embedder=embedder, clusterer=clusterer, client=client))
-    config = RunConfig.from_flat(model=llm, **settings)
+    config, components = _config(llm, settings, dict(embedder=embedder, clusterer=clusterer, client=client))
     return evaluate_corpus(corpus, goal, label_column, config, db, progress=progress, **components)
 
 
@@ -106,17 +105,12 @@ def evaluate_corpus(corpus, goal: str, label_column: str, config: RunConfig, db,
     """:func:`evaluate_file` for a corpus already read (with ``label_column`` among its extra columns)
     and a configuration already built; ``log`` gets the pipeline's lines (and the reuse line)."""
     from .evaluate import score_partition
-    from .pipeline import Pipeline, reuse_line
+    from .pipeline import Pipeline
 
     config.validate(corpus.n_texts, goal)  # before the database is touched
     database = open_store(db)
     pipeline = Pipeline(database, config, log=log, progress=progress, **components)
-    run_id = pipeline.identical_run(corpus, goal)
-    reused = run_id is not None
-    if reused:
-        pipeline.log(reuse_line(run_id))
-    else:
-        run_id = pipeline.run(corpus, goal)
+    run_id, reused = pipeline.run_or_reuse(corpus, goal)
     result = load_run(database, run_id)
     gold, predicted, _ = result.scored_rows(corpus.extra[label_column])
     scores = score_partition(gold, predicted).to_dict()
@@ -125,18 +119,18 @@ def evaluate_corpus(corpus, goal: str, label_column: str, config: RunConfig, db,
     return scores
 
 
-def _components(settings: dict, components: dict) -> tuple[dict, dict]:
-    """A ``clusterer`` given as a string is the setting (an algorithm's name), not a component."""
+def _config(llm, settings: dict, components: dict) -> tuple[RunConfig, dict]:
+    """The run's configuration from the Python keywords, and the components to hand the pipeline.
+    A ``clusterer`` given as a string is the setting (an algorithm's name), not a component."""
     if isinstance(components["clusterer"], str):
         settings = {**settings, "clusterer": components.pop("clusterer")}
-    return settings, components
+    return RunConfig.from_flat(model=llm, **settings), components
 
 
 def _run(corpus, goal, db, progress, llm, settings: dict, components: dict) -> RunResult:
     from .pipeline import Pipeline
 
-    settings, components = _components(settings, components)
-    config = RunConfig.from_flat(model=llm, **settings)
+    config, components = _config(llm, settings, components)
     config.validate(corpus.n_texts, goal)  # before the database is touched
     database = open_store(db)
     run_id = Pipeline(database, config, progress=progress, **components).run(corpus, goal)

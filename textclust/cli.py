@@ -419,17 +419,11 @@ def _corpus_and_config(input_path, kwargs: dict, db_path):
 def _reused_or_new_run(pipeline, corpus, goal: str, new: bool) -> int:
     """`run`: reuse the newest complete identical run (saying so), or with ``new`` make a new one
     (saying why when an identical one exists)."""
-    from .pipeline import reuse_line
-
     if not new:
-        reused = pipeline.identical_run(corpus, goal)
-        if reused is not None:
-            _say(reuse_line(reused) + "; pass --new to make a new run")
-            return reused
-    else:
-        same = pipeline.identical_run(corpus, goal, reuse=False)
-        if same is not None:
-            _say(f"making a new run (--new), although complete run {same} has the same input, goal and settings")
+        return pipeline.run_or_reuse(corpus, goal, hint="; pass --new to make a new run")[0]
+    same = pipeline.identical_run(corpus, goal, reuse=False)
+    if same is not None:
+        _say(f"making a new run (--new), although complete run {same} has the same input, goal and settings")
     return pipeline.run(corpus, goal)
 
 

@@ -75,6 +75,16 @@ class Pipeline:
             self.log(f"resuming run {run_id} (same input and settings; unfinished)")
         return self._execute(run_id, corpus, goal)
 
+    def run_or_reuse(self, corpus: Corpus, goal: str, *, hint: str = "") -> tuple[int, bool]:
+        """The newest complete identical run (:meth:`identical_run`; said in the log, with ``hint``
+        after it) or else a new run; and whether it was reused. What `run`, `eval` and
+        `summarize` do by default."""
+        run_id = self.identical_run(corpus, goal)
+        if run_id is not None:
+            self.log(reuse_line(run_id) + hint)
+            return run_id, True
+        return self.run(corpus, goal), False
+
     def identical_run(self, corpus: Corpus, goal: str, *, reuse: bool = True) -> int | None:
         """The newest complete run of this corpus with this goal and the same result-affecting
         settings (:meth:`RunConfig.result_key`), or None. With ``reuse`` the run is marked as

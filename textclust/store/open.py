@@ -25,8 +25,8 @@ def store_path(target: str | os.PathLike) -> Path | None:
 
     try:
         url = make_url(text)
-    except ArgumentError:
-        raise TextclustError(f"{{db}}: '{_redacted(text)}' is neither a file path nor a database URL") from None
+    except ArgumentError:  # (not echoed: it may hold a password)
+        raise TextclustError(f"{{db}}: '{text.split('://', 1)[0]}://…' is neither a file path nor a database URL") from None
     if url.get_backend_name() != "sqlite":
         return None
     if not url.database or url.database == ":memory:":
@@ -41,16 +41,9 @@ def open_store(target) -> Database:
         return target  # already a store (a RunStore implementation)
     path = store_path(target)
     if path is None:
-        raise TextclustError(f"{{db}}: '{_redacted(os.fspath(target))}' is not supported yet: textclust stores "
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(os.fspath(target)).render_as_string(hide_password=True)
+        raise TextclustError(f"{{db}}: '{shown}' is not supported yet: textclust stores "
                              "runs in SQLite (a file path or sqlite:///path); PostgreSQL is planned")
     return Database(path)
-
-
-def _redacted(text: str) -> str:
-    """``text`` with any password of a URL in it replaced by ***."""
-    if "://" not in text or "@" not in text:
-        return text
-    scheme, rest = text.split("://", 1)
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else text
